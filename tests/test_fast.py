@@ -1,0 +1,133 @@
+"""FastISM equals naive ISM on hand-written and random architectures and every option."""
+
+import numpy as np
+import pytest
+
+from fastism_dist import FastISM, NaiveISM
+from fastism_dist.errors import CheckError
+
+import toy_models
+from naive_reference import assert_close, explicit_ism, random_one_hot
+
+
+def _fast_vs_explicit(model, x, **kwargs):
+    want = explicit_ism(model, x, start=kwargs.get("start", 0), end=kwargs.get("end"),
+                        substitutions=kwargs.get("substitutions"))
+    got = FastISM(model, check=False, batch_size=97, **kwargs)(x)
+    assert_close(got.ref, want[0])
+    assert_close(got.mut, want[1])
+    return got
+
+
+@pytest.mark.parametrize("build", toy_models.HAND_WRITTEN, ids=lambda f: f.__name__)
+def test_hand_written_architectures(build):
+    model = toy_models.randomize_batch_norm(build())
+    length, channels = model.inputs[0].shape[1:]
+    x = random_one_hot(3, length, channels, seed=1)
+    _fast_vs_explicit(model, x)
+
+
+@pytest.mark.parametrize("seed", range(14))
+def test_random_architectures(seed):
+    model = toy_models.randomize_batch_norm(toy_models.random_architecture(seed), seed)
+    x = random_one_hot(2, model.inputs[0].shape[1], seed=seed)
+    _fast_vs_explicit(model, x)
+
+
+def test_fast_equals_naive_executor():
+    model = toy_models.dilated_residual()
+    x = random_one_hot(4, 64, seed=3)
+    fast = FastISM(model, check=False)(x)
+    naive = NaiveISM(model)(x)
+    assert_close(fast.ref + fast.mut, naive.ref + naive.mut)
+
+
+def test_start_end_and_edges():
+    model = toy_models.pools_same()
+    x = random_one_hot(2, 41, seed=4)
+    for start, end in ((0, 1), (40, 41), (3, 17), (0, 41)):
+        got = _fast_vs_explicit(model, x, start=start, end=end)
+        assert got.mut[0].shape == (2, end - start, 4, 2)
+
+
+def test_windows_wider_than_one():
+    model = toy_models.crop_pad_upsample()
+    x = random_one_hot(2, 30, seed=5)
+    rng = np.random.default_rng(0)
+    subs = np.eye(4, dtype=np.float32)[rng.integers(0, 4, size=(3, 4))]  # (S=3, w=4, C=4)
+    got = _fast_vs_explicit(model, x, substitutions=subs)
+    assert got.mut[0].shape == (2, 27, 3, 2)
+    got = _fast_vs_explicit(model, x, substitutions=subs, start=25, end=27)
+
+
+def test_ablation_and_arbitrary_vectors():
+    model = toy_models.mini_basset()
+    x = random_one_hot(2, 60, seed=6)
+    _fast_vs_explicit(model, x, substitutions=np.zeros((1, 4), np.float32))
+    subs = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    _fast_vs_explicit(model, x, substitutions=subs)
+
+
+def test_identity_edits_copy_reference():
+    model = toy_models.conv_flatten_dense()
+    x = random_one_hot(2, 31, seed=7)
+    res = FastISM(model, check=False)(x)
+    bases = x.argmax(-1)
+    for b in range(2):
+        for p in range(31):
+            np.testing.assert_array_equal(res.mut[0][b, p, bases[b, p]], res.ref[0][b])
+
+
+def test_protein_alphabet():
+    model = toy_models.protein()
+    x = random_one_hot(2, 21, channels=20, seed=8)
+    got = _fast_vs_explicit(model, x)
+    assert got.mut[0].shape == (2, 21, 20, 2)
+
+
+def test_multi_input_dense_join_by_name():
+    model = toy_models.two_inputs_dense_join()
+    x = random_one_hot(3, 26, seed=9)
+    feats = np.random.default_rng(2).normal(size=(3, 5)).astype(np.float32)
+    got = FastISM(model, seq_input="seq", check=False)(x, other_inputs=[feats])
+    want = explicit_ism(model, x, other_inputs=[feats], seq_index=1)
+    assert_close(got.ref + got.mut, want[0] + want[1])
+
+
+def test_multi_input_track_join_and_independent_output():
+    model = toy_models.two_inputs_track_join()
+    x = random_one_hot(2, 27, seed=10)
+    track = np.random.default_rng(3).normal(size=(2, 27, 2)).astype(np.float32)
+    ism = FastISM(model, seq_input=1, check=True)
+    got = ism(x, other_inputs={"track": track})
+    want = explicit_ism(model, x, other_inputs=[track], seq_index=1)
+    assert_close(got.ref + got.mut, want[0] + want[1])
+    # y2 does not depend on the sequence: every mutant equals the reference
+    np.testing.assert_array_equal(got.mut[1], np.broadcast_to(got.ref[1][:, None, None], got.mut[1].shape))
+
+
+def test_multi_output_shapes():
+    model = toy_models.dilated_residual()
+    res = FastISM(model, check=False)(random_one_hot(2, 64))
+    assert [m.shape for m in res.mut] == [(2, 64, 4, 64, 2), (2, 64, 4, 2)]
+    assert [r.shape for r in res.ref] == [(2, 64, 2), (2, 2)]
+
+
+def test_check_passes_and_detects_a_wrong_fast_path():
+    model = toy_models.mini_basset()
+    FastISM(model, check=True)
+
+    class Broken(FastISM):
+        def _mutants(self, b, p, s):
+            return [out + 1e-2 for out in super()._mutants(b, p, s)]
+
+    with pytest.raises(CheckError, match="differs from naive ISM"):
+        Broken(model, check=True)
+
+
+def test_batch_size_does_not_change_results():
+    model = toy_models.merges()
+    x = random_one_hot(3, 32, seed=11)
+    a = FastISM(model, check=False, batch_size=1)(x)
+    b = FastISM(model, check=False, batch_size=1000)(x)
+    assert_close(a.mut, b.mut, tol=1e-6)
