@@ -17,10 +17,10 @@ class NaiveISM(ISMExecutor):
     method = "naive"
 
     def __init__(self, model, start=0, end=None, substitutions=None, seq_input=0, check=True,
-                 batch_size=None, safe_mode=True):
+                 batch_size=None, safe_mode=True, skip_identity=True):
         super().__init__(model, start=start, end=end, substitutions=substitutions,
                          seq_input=seq_input, check=False, batch_size=batch_size,
-                         safe_mode=safe_mode)
+                         safe_mode=safe_mode, skip_identity=skip_identity)
 
     def _prepare(self):
         import tensorflow as tf

@@ -232,25 +232,33 @@ class ISMExecutor:
         Mutations per model call. Default is 256.
     safe_mode : bool
         Keras safe mode when loading a model file. Default is True.
+    skip_identity : bool
+        Copy the reference output for substitutions equal to the reference instead of computing
+        them. Default is True.
     """
 
     method = None
 
     def __init__(self, model, start=0, end=None, substitutions=None, seq_input=0, check=True,
-                 batch_size=None, safe_mode=True):
+                 batch_size=None, safe_mode=True, skip_identity=True):
         self.model = load_model(model, safe_mode=safe_mode)
+        self.skip_identity = bool(skip_identity)
         self.seq = find_sequence_input(self.model, seq_input)
         self.spec = make_mutation_spec(self.seq.length, self.seq.channels, start, end, substitutions)
         self.output_names = output_names(self.model)
-        self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE)
-        if self.batch_size < 1:
+        if batch_size is not None and int(batch_size) < 1:
             raise MutationSpecError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size) if batch_size else None
         self._prepare()
+        self.batch_size = self.batch_size or self._default_batch_size()
         if check:
             self.self_check()
 
     def _prepare(self):
         pass
+
+    def _default_batch_size(self):
+        return DEFAULT_BATCH_SIZE
 
     def __call__(self, x, other_inputs=None):
         """Run ISM on ``x`` of shape (B, L, C); returns an ``ISMResult``."""
@@ -262,10 +270,9 @@ class ISMExecutor:
         """ISM over the given indices into ``spec.positions``; mut has W = len(position_indices)."""
         ref = [np.asarray(r) for r in self._reference(x, others)]
         triples = self._plan_mutations(x, position_indices)
-        mut = [np.broadcast_to(r[:, None, None], (len(x), len(position_indices), len(self.spec.substitutions)) + r.shape[1:]).copy()
-               for r in ref]
-        for lo in range(0, len(triples), self.batch_size):
-            batch = triples[lo:lo + self.batch_size]
+        shape = (len(x), len(position_indices), len(self.spec.substitutions))
+        mut = [np.broadcast_to(r[:, None, None], shape + r.shape[1:]).copy() for r in ref]
+        for batch in self._batches(triples, position_indices):
             outs = self._mutants(*self._padded(batch, position_indices))
             for k, out in enumerate(outs):
                 mut[k][batch[:, 0], batch[:, 1], batch[:, 2]] = np.asarray(out)[:len(batch)]
@@ -278,7 +285,14 @@ class ISMExecutor:
         starts = self.spec.positions[position_indices]
         windows = np.stack([x[:, p:p + width] for p in starts], axis=1)  # (B, W, w, C)
         identity = np.all(windows[:, :, None] == subs[None, None], axis=(-2, -1))  # (B, W, S)
+        if not self.skip_identity:
+            identity[:] = False
         return np.argwhere(~identity).astype(np.int32)
+
+    def _batches(self, triples, position_indices):
+        """Split the (N, 3) mutations into model calls of at most ``batch_size`` rows."""
+        for lo in range(0, len(triples), self.batch_size):
+            yield triples[lo:lo + self.batch_size]
 
     def _padded(self, batch, position_indices):
         """Pad a mutation batch to ``batch_size`` rows (fixed shapes); p becomes a spec index."""

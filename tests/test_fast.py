@@ -131,3 +131,36 @@ def test_batch_size_does_not_change_results():
     a = FastISM(model, check=False, batch_size=1)(x)
     b = FastISM(model, check=False, batch_size=1000)(x)
     assert_close(a.mut, b.mut, tol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def pooled_dense_case():
+    model = toy_models.pooled_dense()
+    x = random_one_hot(2, 160, seed=12)
+    ref, mut = explicit_ism(model, x)
+    return model, x, ref + mut
+
+
+@pytest.mark.parametrize("lookup", [True, False])
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("skip", [True, False])
+@pytest.mark.parametrize("xla", [False, True])
+def test_optimisation_switches_agree(pooled_dense_case, lookup, dense, skip, xla):
+    model, x, want = pooled_dense_case
+    ism = FastISM(model, check=False, first_layer_lookup=lookup, incremental_dense=dense,
+                  skip_identity=skip, xla=xla, batch_size=128)
+    assert bool(ism.program.lookup) == lookup
+    assert bool(ism.program.dense) == dense
+    got = ism(x)
+    assert_close(got.ref + got.mut, want)
+
+
+def test_lookup_with_wide_windows_and_strided_first_conv():
+    model = toy_models.strided_same()
+    x = random_one_hot(2, 37, seed=13)
+    subs = np.random.default_rng(4).normal(size=(2, 3, 4)).astype(np.float32)
+    ism = FastISM(model, check=False, substitutions=subs)
+    assert ism.program.lookup and ism.program.dense
+    want = explicit_ism(model, x, substitutions=subs)
+    got = ism(x)
+    assert_close(got.ref + got.mut, want[0] + want[1])

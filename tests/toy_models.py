@@ -274,6 +274,18 @@ def first_layer_flatten(length=12):
     return keras.Model(inp, L.Dense(3)(L.Flatten()(inp)))
 
 
+def pooled_dense(length=160):
+    """in -> C(k9 same) -> P4 -> C(k5 same, relu) -> P4 -> F -> D(relu) -> D -> y  (incremental dense)"""
+    keras, L = _k()
+    inp = keras.Input((length, 4))
+    h = L.Conv1D(6, 9, padding="same")(inp)
+    h = L.MaxPooling1D(4)(h)
+    h = L.Conv1D(5, 5, padding="same", activation="relu")(h)
+    h = L.MaxPooling1D(4)(h)
+    h = L.Dense(8, activation="relu")(L.Flatten()(h))
+    return keras.Model(inp, L.Dense(2)(h))
+
+
 def spatial_output(length=30):
     """in -> C(k5 same) -> C(k3 valid) -> y (per-position output, no stop layer)"""
     keras, L = _k()
@@ -286,7 +298,7 @@ HAND_WRITTEN = [
     conv_flatten_dense, mini_basset, strided_valid, strided_same, dilated_residual, causal,
     pools_same, crop_pad_upsample, merges, position_wise_layers, prelu_per_position, nested_model,
     shared_layer, sequential, reverse_complement_lambda, squeeze_excite, keras_ops_on_tensors,
-    attention, protein, first_layer_flatten, spatial_output,
+    attention, protein, first_layer_flatten, spatial_output, pooled_dense,
 ]
 
 
