@@ -1,0 +1,160 @@
+"""What FastISM accelerates in a model, and the FLOP bound its speedup is held against.
+
+Multiply-adds (MACs) are counted for the layers that do matrix work (Conv1D, Dense,
+MultiHeadAttention); everything else is treated as free. Naive cost is one full forward pass per
+mutant; fast cost is what the mutation pass computes per mutation under the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastism_dist.plan import FULL, REF, WIN
+
+
+@dataclass
+class LayerRow:
+    """One graph node: ``width`` is the recomputed window ('-' untouched, 'all' recomputed)."""
+
+    name: str
+    class_name: str
+    role: str
+    width: str
+    naive_macs: int
+    fast_macs: int
+    note: str = ""
+
+
+@dataclass
+class PlanReport:
+    model_name: str
+    seq_length: int
+    n_positions: int
+    layers: list = field(default_factory=list)
+    stops: list = field(default_factory=list)   # (layer name, reason) where acceleration stops
+
+    @property
+    def naive_flops(self):
+        """Multiply-adds of one naive forward pass (per mutation)."""
+        return sum(row.naive_macs for row in self.layers)
+
+    @property
+    def fast_flops(self):
+        """Multiply-adds of the fast path per mutation."""
+        return sum(row.fast_macs for row in self.layers)
+
+    @property
+    def bound(self):
+        """Theoretical speedup naive / fast from the FLOP counts."""
+        return self.naive_flops / max(self.fast_flops, 1)
+
+    def to_dict(self):
+        return {"model": self.model_name, "seq_length": self.seq_length,
+                "positions": self.n_positions, "naive_macs": self.naive_flops,
+                "fast_macs": self.fast_flops, "bound": self.bound,
+                "stops": [list(s) for s in self.stops],
+                "layers": [row.__dict__ for row in self.layers]}
+
+
+def plan_report(model, start=0, end=None, substitutions=None, seq_input=0, safe_mode=True,
+                **fast_options):
+    """Plan ``model`` (a keras.Model, a path, or a built ``FastISM``) and count its MACs."""
+    from fastism_dist.fast import FastISM
+
+    ism = model if isinstance(model, FastISM) else FastISM(
+        model, start=start, end=end, substitutions=substitutions, seq_input=seq_input,
+        check=False, safe_mode=safe_mode, **fast_options)
+    program, plan, graph = ism.program, ism.plan, ism.graph
+    report = PlanReport(ism.model.name, ism.seq.length, ism.spec.n_positions)
+    for node_plan in plan.nodes:
+        node = node_plan.node
+        naive = naive_macs(node, graph)
+        fast, note = _fast_macs(node_plan, program, graph, naive)
+        if not note and node_plan.state == FULL:
+            at_frontier = any(plan.tensors[t].state == WIN for t in node.arg_ids)
+            note = node_plan.rule.reason if at_frontier else "after the stop: recomputed in full"
+        report.layers.append(LayerRow(node.name, node.class_name, node_plan.rule.role,
+                                      _width(plan, node), naive, fast, note))
+    for node_plan in plan.stop_nodes():
+        if node_plan.node.index not in program.dense:
+            reason = node_plan.rule.reason or "its input is recomputed in full"
+            report.stops.append((node_plan.node.name, reason))
+    return report
+
+
+def _width(plan, node):
+    tensor = plan.tensors[node.out_ids[0]]
+    if tensor.state == WIN:
+        return str(tensor.width)
+    return "-" if tensor.state == REF else "all"
+
+
+def _fast_macs(node_plan, program, graph, naive):
+    node = node_plan.node
+    if node_plan.state == REF or node.index in program.elided:
+        return 0, ""
+    if node.index in program.lookup:
+        kernel, channels, filters = node.op.kernel.shape
+        width = program.plan.tensors[program.plan.seq_id].width
+        return int(width * kernel * channels * filters), "first-layer lookup"
+    if node.index in program.dense:
+        tid, _ = program.dense[node.index]
+        window = program.plan.tensors[tid].width * graph.shapes[tid][1]
+        return int(window * node.op.kernel.shape[1]), "incremental dense"
+    if node_plan.state == FULL:
+        return naive, ""
+    out = program.plan.tensors[node.out_ids[0]]
+    return int(round(naive * out.width / out.length)), ""
+
+
+def naive_macs(node, graph):
+    """Multiply-adds of one call of ``node`` on one sequence."""
+    shapes_in = [graph.shapes[t] for t in node.arg_ids]
+    shapes_out = [graph.shapes[t] for t in node.out_ids]
+    layer = node.op
+    name = node.class_name
+    if name == "Conv1D":
+        kernel = layer.kernel.shape
+        return int(shapes_out[0][0] * kernel[0] * kernel[1] * kernel[2])
+    if name == "Dense":
+        positions = int(np.prod(shapes_in[0][:-1])) if len(shapes_in[0]) > 1 else 1
+        return int(positions * layer.kernel.shape[0] * layer.kernel.shape[1])
+    if name == "MultiHeadAttention":
+        return _attention_macs(layer, shapes_in, shapes_out)
+    return 0
+
+
+def _attention_macs(layer, shapes_in, shapes_out):
+    config = layer.get_config()
+    heads, key_dim = config["num_heads"], config["key_dim"]
+    value_dim = config.get("value_dim") or key_dim
+    query, value = shapes_in[0], shapes_in[1]
+    key = shapes_in[2] if len(shapes_in) > 2 else value
+    lq, lk = query[0], key[0]
+    projections = lq * query[-1] * heads * key_dim + lk * key[-1] * heads * key_dim
+    projections += value[0] * value[-1] * heads * value_dim
+    attention = heads * lq * lk * (key_dim + value_dim)
+    output = lq * heads * value_dim * shapes_out[0][-1]
+    return int(projections + attention + output)
+
+
+def format_report(report):
+    """The report as a text table with totals, the bound and where acceleration stops."""
+    header = ("layer", "class", "role", "window", "naive MACs", "fast MACs", "note")
+    rows = [(r.name, r.class_name, r.role, r.width, f"{r.naive_macs:,}", f"{r.fast_macs:,}", r.note)
+            for r in report.layers]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = [f"model {report.model_name!r}: sequence length {report.seq_length}, "
+             f"{report.n_positions} mutated positions"]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 4 or i == 6 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    lines.append(fmt.format(*header).rstrip())
+    lines.extend(fmt.format(*row).rstrip() for row in rows)
+    lines.append(f"naive: {report.naive_flops / 1e6:,.2f} M multiply-adds per mutation; "
+                 f"fast: {report.fast_flops / 1e6:,.2f} M; theoretical speedup {report.bound:.1f}x")
+    if report.stops:
+        lines.extend(f"acceleration stops at {name}: {reason}" for name, reason in report.stops)
+    else:
+        lines.append("no stop layer: the whole model is computed on windows")
+    return "\n".join(lines)

@@ -1,0 +1,45 @@
+"""FLOP counts and the theoretical bound match DESIGN §9 for the paper's models."""
+
+import pytest
+
+from fastism_dist.models import basset, bpnet
+from fastism_dist.report import format_report, plan_report
+
+import toy_models
+
+
+def test_basset_1kb_and_2kb_bounds():
+    report = plan_report(basset(seq_len=1000, seed=0))
+    assert report.naive_flops == pytest.approx(271e6, rel=0.005)
+    assert 15.5 < report.bound < 17.5
+    assert report.stops == [("flatten", "flattens all positions")]
+    notes = {row.name: row.note for row in report.layers}
+    assert notes["conv1"] == "first-layer lookup" and notes["dense1"] == "incremental dense"
+    report2 = plan_report(basset(seq_len=2000, seed=0))
+    assert report2.naive_flops == pytest.approx(541e6, rel=0.005)
+    assert 31 < report2.bound < 35
+
+
+def test_bpnet_bound():
+    report = plan_report(bpnet(seq_len=1000, seed=0))
+    assert 2.4 < report.bound < 3.0
+    widths = [row.width for row in report.layers if row.name.startswith("dil_conv")]
+    assert widths[:3] == ["29", "37", "53"]
+
+
+def test_switches_change_the_count():
+    model = basset(seq_len=1000, seed=0)
+    plain = plan_report(model, first_layer_lookup=False, incremental_dense=False)
+    assert plain.fast_flops > plan_report(model).fast_flops
+
+
+def test_unknown_layer_is_reported_as_the_stop():
+    report = plan_report(toy_models.reverse_complement_lambda())
+    assert any("lambda" in name for name, _ in report.stops)
+    text = format_report(report)
+    assert "acceleration stops at lambda" in text and "theoretical speedup" in text
+
+
+def test_no_stop_model():
+    text = format_report(plan_report(toy_models.spatial_output()))
+    assert "no stop layer" in text
