@@ -1,0 +1,128 @@
+"""Shared fixtures: tiny models saved to ``.keras`` files and tiny sequence files.
+
+Models are built once per session (building one imports TensorFlow); files live in a session
+temporary directory. Keep everything tiny: sequences of 24 bp, a dozen sequences at most.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+LENGTH = 24
+ALPHABET = "ACGT"
+
+
+def random_letters(n, length, seed=0):
+    """``n`` random ACGT strings of ``length``."""
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list(ALPHABET), size=length)) for _ in range(n)]
+
+
+def write_fasta(path, seqs, names=None):
+    """Write ``seqs`` (strings) to a FASTA file; names default to ``s0``, ``s1``, ..."""
+    names = names or [f"s{i}" for i in range(len(seqs))]
+    with open(path, "w") as fh:
+        for name, seq in zip(names, seqs):
+            fh.write(f">{name}\n{seq}\n")
+    return str(path)
+
+
+def one_hot(seqs):
+    """(N, L, 4) float32 one-hot of ACGT strings."""
+    table = {c: i for i, c in enumerate(ALPHABET)}
+    return np.eye(4, dtype=np.float32)[[[table[c] for c in s] for s in seqs]]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(model_dir):
+    """in -> C(k5 same relu) -> P2 -> F -> D(2) -> y   (L = 24)"""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    inp = keras.Input((LENGTH, 4))
+    h = L.Conv1D(4, 5, padding="same", activation="relu")(inp)
+    h = L.Flatten()(L.MaxPooling1D(2)(h))
+    model = keras.Model(inp, L.Dense(2, name="y")(h))
+    path = str(model_dir / "tiny.keras")
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_output_model_path(model_dir):
+    """in -> C(k5 same relu) -> (C(k3 same) -> profile (L, 2); G -> D(3) -> counts (3,))"""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    inp = keras.Input((LENGTH, 4))
+    h = L.Conv1D(4, 5, padding="same", activation="relu")(inp)
+    profile = L.Conv1D(2, 3, padding="same", name="profile")(h)
+    counts = L.Dense(3, name="counts")(L.GlobalAveragePooling1D()(h))
+    model = keras.Model(inp, [profile, counts])
+    path = str(model_dir / "two_outputs.keras")
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lambda_model_path(model_dir):
+    """in -> C(k3) -> Lambda(x * 2) -> F -> D(1) -> y   (only loads without safe mode)"""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    L = keras.layers
+    inp = keras.Input((LENGTH, 4))
+    h = L.Lambda(lambda t: t * 2.0)(L.Conv1D(2, 3)(inp))
+    model = keras.Model(inp, L.Dense(1, name="y")(L.Flatten()(h)))
+    path = str(model_dir / "lambda.keras")
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_seqs():
+    """Ten random 24 bp sequences (strings)."""
+    return random_letters(10, LENGTH, seed=0)
+
+
+@pytest.fixture
+def tiny_fasta(tmp_path, tiny_seqs):
+    """A FASTA file of ``tiny_seqs`` named s0..s9."""
+    return write_fasta(tmp_path / "tiny.fa", tiny_seqs)
+
+
+@pytest.fixture
+def tiny_npy(tmp_path, tiny_seqs):
+    """A ``.npy`` one-hot array (10, 24, 4) of ``tiny_seqs``."""
+    path = str(tmp_path / "tiny.npy")
+    np.save(path, one_hot(tiny_seqs))
+    return path
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A 2-worker LocalCluster (worker processes) on loopback, shared by the tests."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address="127.0.0.1:0", host="127.0.0.1") as cl:
+        yield cl
+
+
+@pytest.fixture
+def client(cluster):
+    """A client of ``cluster`` (not the default client)."""
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as cl:
+        yield cl

@@ -1,0 +1,285 @@
+"""The distributed engine on real LocalClusters (worker processes): results equal in-process ISM.
+
+Tiny models (24 bp), a dozen sequences at most. Most tests share one 2-worker cluster; the
+tests about the number of workers or about killing a worker start their own.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import LENGTH, random_letters, write_fasta
+from fastism_dist import NaiveISM, open_results, store
+from fastism_dist.engine import score
+from fastism_dist.errors import InputError, ModelError, StoreMismatchError
+from fastism_dist.sequences import open_sequences
+
+pytestmark = pytest.mark.cluster
+TOL = 1e-6
+
+
+def expected(model_path, x, method="naive", **kwargs):
+    """In-process ISM of ``x`` with the same executor the workers use."""
+    from fastism_dist.engine import executor_class
+
+    return executor_class(method)(model_path, **kwargs)(x)
+
+
+def read_x(path):
+    return open_sequences(path, length=LENGTH).read(slice(None))
+
+
+def assert_store_equals(out, model_path, x, method="naive", names=("y",), start=0, end=None):
+    res = expected(model_path, x, method, start=start, end=end)
+    ds = open_results(out)
+    assert ds["done"].values.tolist() == [1] * ds.sizes["chunk"]
+    for k, name in enumerate(names):
+        np.testing.assert_allclose(ds[name].values, res.mut[k], rtol=0, atol=TOL)
+        np.testing.assert_allclose(ds[f"{name}_ref"].values, res.ref[k], rtol=0, atol=TOL)
+    return ds
+
+
+class SlowSource:
+    """A sequence source whose reads take ``delay`` seconds (so a run can be interrupted)."""
+
+    def __init__(self, source, delay):
+        self.source = source
+        self.delay = delay
+        self.ids, self.alphabet, self.length = source.ids, source.alphabet, source.length
+        self.path, self.kind = source.path, source.kind
+
+    def __len__(self):
+        return len(self.source)
+
+    def coords(self):
+        return self.source.coords()
+
+    def read(self, indices):
+        time.sleep(self.delay)
+        return self.source.read(indices)
+
+
+@pytest.mark.parametrize("workers,n,chunk_size,method",
+                         [(1, 10, 4, "naive"), (2, 10, 3, "fast"), (3, 2, 1, "naive")])
+def test_store_equals_in_process(tmp_path, tiny_model_path, workers, n, chunk_size, method):
+    """1, 2, 3 workers; N not a multiple of the chunk size; N smaller than the workers."""
+    seqs = random_letters(n, LENGTH, seed=workers)
+    fasta = write_fasta(tmp_path / "in.fa", seqs)
+    out = str(tmp_path / "out.zarr")
+    summary = score(tiny_model_path, fasta, out, workers=workers, chunk_size=chunk_size,
+                    method=method, progress=False)
+    assert summary.n_sequences == n and summary.chunks_run == -(-n // chunk_size)
+    assert summary.mutations == n * LENGTH * 3
+    assert summary.n_workers == workers
+    x = read_x(fasta)
+    ds = assert_store_equals(out, tiny_model_path, x, method=method)
+    assert list(ds["seq"].values) == [f"s{i}" for i in range(n)]
+    assert ["".join(row) for row in ds["ref_base"].values] == seqs
+    assert list(ds["pos"].values) == list(range(LENGTH))
+
+
+def test_worker_killed_mid_run(tmp_path, tiny_model_path):
+    from distributed import Client, LocalCluster
+
+    fasta = write_fasta(tmp_path / "in.fa", random_letters(12, LENGTH, seed=5))
+    out = str(tmp_path / "out.zarr")
+    source = SlowSource(open_sequences(fasta, length=LENGTH), delay=0.4)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address="127.0.0.1:0", host="127.0.0.1") as cl, Client(cl) as cli:
+        result = {}
+
+        def run():
+            try:
+                result["summary"] = score(tiny_model_path, source, out, client=cli, chunk_size=1,
+                                          method="naive", progress=False)
+            except BaseException as err:  # reported by the main thread
+                result["error"] = err
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        done_at_kill = _wait_for_done(out, 1, thread)
+        pid = next(iter(cli.run(os.getpid).values()))
+        os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=240)
+        assert not thread.is_alive()
+    assert "error" not in result, result.get("error")
+    assert done_at_kill < 12
+    assert result["summary"].chunks_run == 12
+    assert_store_equals(out, tiny_model_path, read_x(fasta))
+
+
+def _wait_for_done(out, at_least, thread, timeout=180):
+    t0 = time.time()
+    while time.time() - t0 < timeout and thread.is_alive():
+        try:
+            done = int(store.done_mask(out).sum())
+        except Exception:  # the template is not written yet
+            done = 0
+        if done >= at_least:
+            return done
+        time.sleep(0.02)
+    raise AssertionError(f"no {at_least} chunk(s) done in {timeout} s")
+
+
+def test_resume_computes_only_missing_chunks(tmp_path, tiny_model_path, tiny_fasta, cluster):
+    out = str(tmp_path / "out.zarr")
+    addr = cluster.scheduler_address
+    first = score(tiny_model_path, tiny_fasta, out, scheduler=addr, chunk_size=3, method="naive",
+                  progress=False)
+    assert first.chunks_run == 4
+    again = score(tiny_model_path, tiny_fasta, out, scheduler=addr, method="naive", progress=False)
+    assert again.chunks_run == 0 and again.chunks_skipped == 4
+    # forget chunks 1 and 3 (and spoil their data): only they are recomputed
+    import zarr
+
+    group = zarr.open_group(out, mode="r+", use_consolidated=False)
+    group["done"][1] = 0
+    group["done"][3] = 0
+    group["y"][3:6] = 0.0
+    resumed = score(tiny_model_path, tiny_fasta, out, scheduler=addr, method="naive",
+                    progress=False)
+    assert resumed.chunks_run == 2 and resumed.chunks_skipped == 2
+    assert_store_equals(out, tiny_model_path, read_x(tiny_fasta))
+
+
+def _snapshot(path):
+    files = {}
+    for root, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            with open(full, "rb") as fh:
+                files[os.path.relpath(full, path)] = fh.read()
+    return files
+
+
+def test_different_params_need_overwrite(tmp_path, tiny_model_path, tiny_fasta, cluster):
+    out = str(tmp_path / "out.zarr")
+    addr = cluster.scheduler_address
+    score(tiny_model_path, tiny_fasta, out, scheduler=addr, chunk_size=5, end=10,
+          method="naive", progress=False)
+    before = _snapshot(out)
+    with pytest.raises(StoreMismatchError, match="end=10") as info:
+        score(tiny_model_path, tiny_fasta, out, scheduler=addr, chunk_size=5, end=12,
+              method="naive", progress=False)
+    assert info.value.parameter == "end"
+    with pytest.raises(StoreMismatchError) as info:
+        score(tiny_model_path, tiny_fasta, out, scheduler=addr, chunk_size=2, end=10,
+              method="naive", progress=False)
+    assert info.value.parameter == "chunk_size"
+    assert _snapshot(out) == before
+    summary = score(tiny_model_path, tiny_fasta, out, scheduler=addr, chunk_size=5, end=12,
+                    method="naive", overwrite=True, progress=False)
+    assert summary.chunks_run == 2
+    ds = assert_store_equals(out, tiny_model_path, read_x(tiny_fasta), end=12)
+    assert ds.sizes["pos"] == 12
+
+
+def test_start_end(tmp_path, tiny_model_path, tiny_fasta, cluster):
+    out = str(tmp_path / "out.zarr")
+    score(tiny_model_path, tiny_fasta, out, scheduler=cluster.scheduler_address, start=5, end=9,
+          chunk_size=4, progress=False)
+    ds = assert_store_equals(out, tiny_model_path, read_x(tiny_fasta), method="fast", start=5, end=9)
+    assert list(ds["pos"].values) == [5, 6, 7, 8]
+    assert ds["y"].shape == (10, 4, 4, 2)
+
+
+def test_multi_output_model(tmp_path, two_output_model_path, tiny_fasta, client):
+    out = str(tmp_path / "out.zarr")
+    score(two_output_model_path, tiny_fasta, out, client=client, chunk_size=4, progress=False)
+    ds = assert_store_equals(out, two_output_model_path, read_x(tiny_fasta), method="fast",
+                             names=("profile", "counts"))
+    assert ds.attrs["outputs"] == ["profile", "counts"]
+    assert ds["profile"].dims == ("seq", "pos", "base", "profile_dim_0", "profile_dim_1")
+    assert ds["counts_ref"].dims == ("seq", "counts_dim_0")
+    # a subset of the outputs, stored as float16
+    sub = str(tmp_path / "sub.zarr")
+    score(two_output_model_path, tiny_fasta, sub, client=client, outputs="counts",
+          dtype="float16", method="naive", progress=False)
+    ds = open_results(sub)
+    assert set(ds.data_vars) == {"counts", "counts_ref", "done"}
+    assert ds["counts"].dtype == np.float16
+    want = expected(two_output_model_path, read_x(tiny_fasta)).mut[1]
+    np.testing.assert_allclose(ds["counts"].values, want.astype(np.float16), atol=1e-3)
+
+
+def test_two_runs_on_one_cluster_at_once(tmp_path, tiny_model_path, two_output_model_path,
+                                         tiny_fasta, cluster):
+    addr = cluster.scheduler_address
+    jobs = {"a": (tiny_model_path, ("y",)), "b": (two_output_model_path, ("profile", "counts"))}
+    errors = []
+
+    def run(name, model):
+        try:
+            score(model, tiny_fasta, str(tmp_path / f"{name}.zarr"), scheduler=addr, chunk_size=1,
+                  method="naive", progress=False)
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(k, m)) for k, (m, _) in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert not errors, errors
+    x = read_x(tiny_fasta)
+    for name, (model, names) in jobs.items():
+        assert_store_equals(str(tmp_path / f"{name}.zarr"), model, x, names=names)
+
+
+def test_in_memory_model_and_npy_input(tmp_path, tiny_npy, client):
+    import keras
+
+    model = keras.models.load_model(_tiny_model(tmp_path), compile=False)
+    out = str(tmp_path / "out.zarr")
+    score(model, tiny_npy, out, client=client, chunk_size=6, method="naive", progress=False)
+    x = np.load(tiny_npy)
+    ds = assert_store_equals(out, model, x)
+    assert ds["seq"].values[0] == "seq0"
+
+
+def _tiny_model(tmp_path):
+    import keras
+
+    L = keras.layers
+    inp = keras.Input((LENGTH, 4))
+    model = keras.Model(inp, L.Dense(1, name="y")(L.Flatten()(L.Conv1D(2, 3)(inp))))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    return path
+
+
+def test_bad_inputs_fail_before_any_cluster(tmp_path, tiny_model_path, lambda_model_path):
+    out = str(tmp_path / "out.zarr")
+    empty = tmp_path / "empty.fa"
+    empty.write_text("")
+    with pytest.raises(InputError):
+        score(tiny_model_path, str(empty), out, progress=False)
+    np.save(tmp_path / "empty.npy", np.zeros((0, LENGTH, 4), np.float32))
+    with pytest.raises(InputError, match="no sequences"):
+        score(tiny_model_path, str(tmp_path / "empty.npy"), out, progress=False)
+    with pytest.raises(InputError, match="not found|no such file"):
+        score(tiny_model_path, str(tmp_path / "missing.fa"), out, progress=False)
+    fasta = write_fasta(tmp_path / "in.fa", random_letters(2, LENGTH))
+    with pytest.raises(ModelError, match="safe mode"):
+        score(lambda_model_path, fasta, out, progress=False)
+    with pytest.raises(ModelError, match="unknown output"):
+        score(tiny_model_path, fasta, out, outputs="nope", progress=False)
+    (tmp_path / "notastore").mkdir()
+    (tmp_path / "notastore" / "keep.txt").write_text("precious")
+    with pytest.raises(StoreMismatchError, match="not a Zarr store"):
+        score(tiny_model_path, fasta, str(tmp_path / "notastore"), overwrite=True, progress=False)
+    assert (tmp_path / "notastore" / "keep.txt").read_text() == "precious"
+    assert not os.path.exists(out)
+
+
+def test_lambda_model_with_unsafe_mode(tmp_path, lambda_model_path, tiny_fasta, client):
+    out = str(tmp_path / "out.zarr")
+    score(lambda_model_path, tiny_fasta, out, client=client, safe_mode=False, method="naive",
+          progress=False)
+    ds = open_results(out)
+    want = NaiveISM(lambda_model_path, safe_mode=False)(read_x(tiny_fasta))
+    np.testing.assert_allclose(ds["y"].values, want.mut[0], atol=TOL)
