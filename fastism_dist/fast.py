@@ -23,10 +23,12 @@ Two exact shortcuts go beyond that (each has a switch):
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from fastism_dist.errors import MutationSpecError
 from fastism_dist.graph import read_graph
 from fastism_dist.plan import (FULL, MERGE, POSITION_WISE, REF, WIN, StridedWindow, UpSample,
                                make_plan)
@@ -34,6 +36,7 @@ from fastism_dist.spec import ISMExecutor
 
 MEMORY_BUDGET_BYTES = 1 << 30
 MIN_POSITIONS_PER_DENSE_GROUP = 4
+AUTO_XLA_MIN_BATCHES = 24
 
 
 @dataclass(frozen=True)
@@ -76,18 +79,22 @@ class FastISM(ISMExecutor):
         Replace a linear first Conv1D by kernel-row lookups. Default is True.
     incremental_dense : bool
         Update a Dense after Flatten from the changed rows only. Default is True.
-    xla : bool
-        Compile the mutation pass with XLA (``jit_compile=True``). Default is False (no gain on
-        CPUs; try it on GPUs).
+    xla : bool or "auto"
+        Compile the mutation pass with XLA (``jit_compile=True``). "auto" times a batch with
+        and without XLA during the first run long enough to pay for it (at least
+        ``AUTO_XLA_MIN_BATCHES`` batches) and keeps the faster. Default is "auto".
     """
 
     method = "fast"
 
     def __init__(self, model, start=0, end=None, substitutions=None, seq_input=0, check=True,
                  batch_size=None, safe_mode=True, skip_identity=True, first_layer_lookup=True,
-                 incremental_dense=True, xla=False):
+                 incremental_dense=True, xla="auto"):
+        if xla not in (True, False, "auto"):
+            raise MutationSpecError(f"xla must be True, False or 'auto', got {xla!r}")
+        self.xla = xla
         self.options = {"first_layer_lookup": bool(first_layer_lookup),
-                        "incremental_dense": bool(incremental_dense), "xla": bool(xla)}
+                        "incremental_dense": bool(incremental_dense)}
         super().__init__(model, start=start, end=end, substitutions=substitutions,
                          seq_input=seq_input, check=check, batch_size=batch_size,
                          safe_mode=safe_mode, skip_identity=skip_identity)
@@ -97,8 +104,9 @@ class FastISM(ISMExecutor):
         seq_id = self.graph.input_ids[self.seq.index]
         self.plan = make_plan(self.graph, seq_id, self.spec.positions, self.spec.width)
         self.program = _Program(self.plan, self.spec.substitutions, **self.options)
-        self._reference_fn, self._mutation_fn = self.program.compile()
+        self._reference_fn, self._mutation_fns = self.program.compile()
         self._cache = None
+        self._tuning = None
 
     def _default_batch_size(self):
         per_mutation = max(self.program.bytes_per_mutation(), 1)
@@ -125,20 +133,39 @@ class FastISM(ISMExecutor):
         self._cache = cache
         return [np.asarray(o) for o in outputs]
 
+    def _begin(self, n_batches):
+        if self.xla == "auto" and n_batches >= AUTO_XLA_MIN_BATCHES:
+            self._tuning = []
+
     def _mutants(self, b, p, s):
-        outs = self._mutation_fn(self._cache, b, p, s)
+        if self._tuning is None:
+            return self._call_mutation(self.xla is True, b, p, s)
+        return self._tune_xla(b, p, s)
+
+    def _call_mutation(self, xla, b, p, s):
+        outs = self._mutation_fns[bool(xla)](self._cache, b, p, s)
         return [np.asarray(o) for o in outs]
+
+    def _tune_xla(self, b, p, s):
+        """Calls 0-1 without XLA (trace, then timed), 2-3 with (compile, then timed); then pick."""
+        step = len(self._tuning)
+        use_xla = step >= 2
+        started = time.perf_counter()
+        outs = self._call_mutation(use_xla, b, p, s)
+        self._tuning.append(time.perf_counter() - started)
+        if len(self._tuning) == 4:
+            self.xla = self._tuning[3] < 0.9 * self._tuning[1]
+            self._tuning = None
+        return outs
 
 
 class _Program:
     """The static part of the fast path: reads, index tables and the order of computation."""
 
-    def __init__(self, plan, substitutions, first_layer_lookup=True, incremental_dense=True,
-                 xla=False):
+    def __init__(self, plan, substitutions, first_layer_lookup=True, incremental_dense=True):
         self.plan = plan
         self.graph = plan.graph
         self.substitutions = substitutions.astype(np.float32)
-        self.xla = xla
         self.keys = {}          # CacheKey -> padded length of a cached tensor, flattened to rows
         self.full_refs = set()  # ids of tensors cached whole, read as rows of sequences
         self.pre_activation = {}  # node index -> CacheKey of its cached pre-activation output
@@ -301,10 +328,11 @@ class _Program:
         def reference(inputs):
             return self._reference_pass(tf, inputs)
 
-        @tf.function(reduce_retracing=True, jit_compile=self.xla or None)
-        def mutation(cache, b, p, s):
+        def mutation_pass(cache, b, p, s):
             return self._mutation_pass(tf, cache, b, p, s)
 
+        mutation = {False: tf.function(mutation_pass, reduce_retracing=True),
+                    True: tf.function(mutation_pass, reduce_retracing=True, jit_compile=True)}
         return reference, mutation
 
     def _make_constants(self, tf):

@@ -260,6 +260,9 @@ class ISMExecutor:
     def _default_batch_size(self):
         return DEFAULT_BATCH_SIZE
 
+    def _begin(self, n_batches):
+        """Called before the mutation batches of one run; ``n_batches`` is about how many."""
+
     def __call__(self, x, other_inputs=None):
         """Run ISM on ``x`` of shape (B, L, C); returns an ``ISMResult``."""
         x = validate_sequences(x, self.seq)
@@ -272,6 +275,7 @@ class ISMExecutor:
         triples = self._plan_mutations(x, position_indices)
         shape = (len(x), len(position_indices), len(self.spec.substitutions))
         mut = [np.broadcast_to(r[:, None, None], shape + r.shape[1:]).copy() for r in ref]
+        self._begin(-(-len(triples) // self.batch_size))
         for batch in self._batches(triples, position_indices):
             outs = self._mutants(*self._padded(batch, position_indices))
             for k, out in enumerate(outs):

@@ -164,3 +164,21 @@ def test_lookup_with_wide_windows_and_strided_first_conv():
     want = explicit_ism(model, x, substitutions=subs)
     got = ism(x)
     assert_close(got.ref + got.mut, want[0] + want[1])
+
+
+def test_auto_xla_tunes_and_stays_exact(pooled_dense_case, monkeypatch):
+    import fastism_dist.fast as fast
+
+    monkeypatch.setattr(fast, "AUTO_XLA_MIN_BATCHES", 2)
+    model, x, want = pooled_dense_case
+    ism = FastISM(model, check=False, batch_size=32, xla="auto")
+    got = ism(x)
+    assert ism.xla in (True, False)
+    assert_close(got.ref + got.mut, want)
+
+
+def test_bad_xla_option():
+    from fastism_dist.errors import MutationSpecError
+
+    with pytest.raises(MutationSpecError, match="xla"):
+        FastISM(toy_models.conv_flatten_dense(), xla="sometimes", check=False)
