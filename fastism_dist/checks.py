@@ -7,7 +7,7 @@ import numpy as np
 from fastism_dist.errors import CheckError
 from fastism_dist.spec import validate_other_inputs
 
-RELATIVE_TOLERANCE = 1e-4
+RELATIVE_TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}
 
 
 def random_one_hot(rng, n, length, channels):
@@ -48,13 +48,14 @@ def compare_with_naive(executor, n_sequences=2, n_positions=12, seed=0):
     naive = NaiveISM(executor.model, start=spec.start, end=spec.end,
                      substitutions=spec.substitutions, seq_input=seq.index,
                      batch_size=executor.batch_size)
+    tolerance = RELATIVE_TOLERANCE[executor.compute_dtype]
     got = executor._run(x, others, positions)
     want = naive._run(x, others, positions)
     names = executor.output_names * 2
     for name, g, w in zip(names, got.ref + got.mut, want.ref + want.mut):
         scale = max(1.0, float(np.max(np.abs(w))) if w.size else 1.0)
         err = float(np.max(np.abs(g - w))) if w.size else 0.0
-        if not err <= RELATIVE_TOLERANCE * scale:
+        if not err <= tolerance * scale:
             raise CheckError(
                 f"self-check failed: {executor.method} ISM differs from naive ISM on output "
                 f"{name!r} by {err:.3g} (scale {scale:.3g}); please report this model"

@@ -88,8 +88,8 @@ class FastISM(ISMExecutor):
     method = "fast"
 
     def __init__(self, model, start=0, end=None, substitutions=None, seq_input=0, check=True,
-                 batch_size=None, safe_mode=True, skip_identity=True, first_layer_lookup=True,
-                 incremental_dense=True, xla="auto"):
+                 batch_size=None, safe_mode=True, skip_identity=True, compute_dtype="float32",
+                 first_layer_lookup=True, incremental_dense=True, xla="auto"):
         if xla not in (True, False, "auto"):
             raise MutationSpecError(f"xla must be True, False or 'auto', got {xla!r}")
         self.xla = xla
@@ -97,7 +97,8 @@ class FastISM(ISMExecutor):
                         "incremental_dense": bool(incremental_dense)}
         super().__init__(model, start=start, end=end, substitutions=substitutions,
                          seq_input=seq_input, check=check, batch_size=batch_size,
-                         safe_mode=safe_mode, skip_identity=skip_identity)
+                         safe_mode=safe_mode, skip_identity=skip_identity,
+                         compute_dtype=compute_dtype)
 
     def _prepare(self):
         self.graph = read_graph(self.model)
@@ -131,7 +132,7 @@ class FastISM(ISMExecutor):
         inputs = [x if o is None else o for o in others]
         outputs, cache = self._reference_fn(inputs)
         self._cache = cache
-        return [np.asarray(o) for o in outputs]
+        return [np.asarray(o, dtype=np.float32) for o in outputs]
 
     def _begin(self, n_batches):
         if self.xla == "auto" and n_batches >= AUTO_XLA_MIN_BATCHES:
@@ -144,7 +145,7 @@ class FastISM(ISMExecutor):
 
     def _call_mutation(self, xla, b, p, s):
         outs = self._mutation_fns[bool(xla)](self._cache, b, p, s)
-        return [np.asarray(o) for o in outs]
+        return [np.asarray(o, dtype=np.float32) for o in outs]
 
     def _tune_xla(self, b, p, s):
         """Calls 0-1 without XLA (trace, then timed), 2-3 with (compile, then timed); then pick."""
@@ -379,7 +380,8 @@ class _Program:
         import keras
 
         layer = node.op
-        kernel = keras.ops.cast(layer.kernel, x.dtype)
+        x = tf.cast(x, tf.float32)
+        kernel = keras.ops.cast(layer.kernel, tf.float32)
         if node.index in self.lookup:
             rule = self.plan.nodes[node.index].rule
             x = tf.pad(x, [[0, 0], [max(rule.pad_left, 0), max(rule.pad_right, 0)], [0, 0]])
@@ -388,7 +390,7 @@ class _Program:
         else:
             y = tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), kernel)
         if layer.use_bias:
-            y = y + keras.ops.cast(layer.bias, y.dtype)
+            y = y + keras.ops.cast(layer.bias, tf.float32)
         return y
 
     def _mutation_pass(self, tf, cache, b, p, s):
@@ -429,6 +431,7 @@ class _Program:
             return window
         rel = tf.gather(self._constants[("rel", name)], p)
         recomputed = tf.gather(values[tid], tf.maximum(rel, 0), batch_dims=1)
+        recomputed = tf.cast(recomputed, window.dtype)
         return tf.where((rel >= 0)[..., None], recomputed, window)
 
     def _lookup(self, tf, node_plan, cache, b, p, s):
@@ -438,7 +441,7 @@ class _Program:
         node = node_plan.node
         layer = node.op
         seq_read = self._seq_reference_window(tf, cache, b, p)            # (M, w, C)
-        change = tf.gather(self._constants["subs"], s) - seq_read          # (M, w, C)
+        change = tf.gather(self._constants["subs"], s) - tf.cast(seq_read, tf.float32)
         kernel = keras.ops.cast(layer.kernel, change.dtype)                # (k, C, F)
         per_tap = tf.einsum("mwc,kcf->mwkf", change, kernel)               # (M, w, k, F)
         tap = tf.gather(self._constants[("tap", node.index)], p)           # (M, W, w)
@@ -449,7 +452,7 @@ class _Program:
         delta = tf.reduce_sum(tf.where((tap >= 0)[..., None], picked, 0.0), axis=2)
         read = self.pre_activation[node.index]
         reference = self._gather_rows(tf, ("pre", node.index), read, cache, b, p)
-        return layer.activation(reference + delta)
+        return layer.activation(tf.cast(reference, tf.float32) + delta)
 
     def _seq_reference_window(self, tf, cache, b, p):
         """Reference values of the mutated window (M, w, C), from the cached input."""
@@ -464,14 +467,15 @@ class _Program:
         layer = node.op
         tid, read = self.dense[node.index]
         tensor = self.plan.tensors[tid]
-        change = values[tid] - self._gather_rows(tf, ("dense", node.index), read, cache, b, p)
+        reference_window = self._gather_rows(tf, ("dense", node.index), read, cache, b, p)
+        change = tf.cast(values[tid], tf.float32) - tf.cast(reference_window, tf.float32)
         channels = self.graph.shapes[tid][1]
         start = tf.gather(self._constants[("dense_start", node.index)], p[0])
         kernel = keras.ops.cast(layer.kernel, change.dtype)
         rows = tf.slice(kernel, [start * channels, 0], [tensor.width * channels, kernel.shape[1]])
         delta = tf.matmul(tf.reshape(change, [tf.shape(change)[0], -1]), rows)
         reference = tf.gather(cache[self.pre_activation[node.index].key.name], b)
-        return layer.activation(reference + delta)
+        return layer.activation(tf.cast(reference, tf.float32) + delta)
 
     def _apply_local(self, tf, node_plan, window, p):
         import keras
@@ -482,6 +486,7 @@ class _Program:
         if rule.op == "identity":
             return window
         if rule.op == "conv":
+            window = keras.ops.cast(window, layer.compute_dtype)
             kernel = keras.ops.cast(layer.kernel, window.dtype)
             y = keras.ops.conv(window, kernel, strides=rule.stride, padding="valid",
                                dilation_rate=rule.dilation)

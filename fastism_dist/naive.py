@@ -17,10 +17,11 @@ class NaiveISM(ISMExecutor):
     method = "naive"
 
     def __init__(self, model, start=0, end=None, substitutions=None, seq_input=0, check=True,
-                 batch_size=None, safe_mode=True, skip_identity=True):
+                 batch_size=None, safe_mode=True, skip_identity=True, compute_dtype="float32"):
         super().__init__(model, start=start, end=end, substitutions=substitutions,
                          seq_input=seq_input, check=False, batch_size=batch_size,
-                         safe_mode=safe_mode, skip_identity=skip_identity)
+                         safe_mode=safe_mode, skip_identity=skip_identity,
+                         compute_dtype=compute_dtype)
 
     def _prepare(self):
         import tensorflow as tf
@@ -39,7 +40,7 @@ class NaiveISM(ISMExecutor):
         from keras import tree
 
         outs = self._predict(inputs[0] if len(inputs) == 1 else inputs)
-        return [np.asarray(o) for o in tree.flatten(outs)]
+        return [np.asarray(o, dtype=np.float32) for o in tree.flatten(outs)]
 
     def _reference(self, x, others):
         self._x = x

@@ -57,6 +57,35 @@ def load_model(model, safe_mode=True):
         raise ModelError(f"{path}: cannot load the model: {str(err).splitlines()[0]}") from None
 
 
+COMPUTE_POLICIES = {"float32": None, "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def with_compute_dtype(model, compute_dtype):
+    """A copy of ``model`` computing in float16 / bfloat16 (weights kept in float32).
+
+    Half precision is for GPUs: expect relative differences from float32 of about 1e-3
+    (float16) to 1e-2 (bfloat16) of the output scale.
+    """
+    if compute_dtype not in COMPUTE_POLICIES:
+        raise ModelError(f"compute_dtype must be one of {sorted(COMPUTE_POLICIES)}, got {compute_dtype!r}")
+    policy = COMPUTE_POLICIES[compute_dtype]
+    if policy is None:
+        return model
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=clone)
+        copy.set_weights(model.get_weights())
+    except Exception as err:  # noqa: BLE001 - any failure means the model cannot be recast
+        raise ModelError(f"cannot run model {model.name!r} in {compute_dtype}: {err}") from None
+    return copy
+
+
 @dataclass(frozen=True)
 class SequenceInput:
     """Which model input holds the one-hot sequence and its shape (L, C)."""
@@ -235,13 +264,18 @@ class ISMExecutor:
     skip_identity : bool
         Copy the reference output for substitutions equal to the reference instead of computing
         them. Default is True.
+    compute_dtype : {"float32", "float16", "bfloat16"}
+        Precision of the model's computation (half precision is meant for GPUs; see
+        ``with_compute_dtype`` for the tolerance). Results are returned as float32.
+        Default is "float32".
     """
 
     method = None
 
     def __init__(self, model, start=0, end=None, substitutions=None, seq_input=0, check=True,
-                 batch_size=None, safe_mode=True, skip_identity=True):
-        self.model = load_model(model, safe_mode=safe_mode)
+                 batch_size=None, safe_mode=True, skip_identity=True, compute_dtype="float32"):
+        self.compute_dtype = compute_dtype
+        self.model = with_compute_dtype(load_model(model, safe_mode=safe_mode), compute_dtype)
         self.skip_identity = bool(skip_identity)
         self.seq = find_sequence_input(self.model, seq_input)
         self.spec = make_mutation_spec(self.seq.length, self.seq.channels, start, end, substitutions)

@@ -182,3 +182,13 @@ def test_bad_xla_option():
 
     with pytest.raises(MutationSpecError, match="xla"):
         FastISM(toy_models.conv_flatten_dense(), xla="sometimes", check=False)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float16", 1e-2), ("bfloat16", 5e-2)])
+def test_half_precision_within_documented_tolerance(pooled_dense_case, dtype, tol):
+    model, x, want = pooled_dense_case
+    got = FastISM(model, check=True, compute_dtype=dtype, batch_size=256)(x)
+    assert all(m.dtype == np.float32 for m in got.mut)
+    assert_close(got.ref + got.mut, want, tol=tol)
+    naive = NaiveISM(model, compute_dtype=dtype)(x)
+    assert_close(got.mut, naive.mut, tol=tol)
