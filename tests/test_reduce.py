@@ -1,0 +1,178 @@
+"""fastism_dist.reduce: profile reducers on known arrays, the registry and the spec parser."""
+
+import numpy as np
+import pytest
+
+from fastism_dist import reduce as rd
+from fastism_dist.errors import FastISMError
+
+B, W, S, L_OUT, T = 2, 3, 4, 10, 2
+
+
+def chunk(seed=0):
+    rng = np.random.default_rng(seed)
+    ref = rng.normal(size=(B, L_OUT, T)).astype(np.float32)
+    mut = rng.normal(size=(B, W, S, L_OUT, T)).astype(np.float32)
+    mut[:, 1, 2] = ref  # an identity edit
+    return ref, mut
+
+
+# ---- array functions ----------------------------------------------------------------------------
+
+
+def test_jsd_zero_for_identical_profiles():
+    ref, mut = chunk()
+    assert np.all(rd.jsd(ref, ref) == 0)
+    assert np.all(rd.jsd(mut, mut) == 0)
+
+
+def test_jsd_symmetric_and_bounded():
+    ref, mut = chunk(1)
+    a = rd.jsd(mut, ref[:, None, None])
+    b = rd.jsd(ref[:, None, None], mut)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (B, W, S, T)
+    assert np.all(a >= 0) and np.all(a <= 1)
+    # disjoint supports: exactly 1 with log base 2
+    p = np.array([[1.0], [0.0]])
+    q = np.array([[0.0], [1.0]])
+    assert rd.jsd(p, q, logits=False)[0] == pytest.approx(1.0)
+    # sharply peaked logits at different bins: close to 1
+    assert rd.jsd(np.array([[50.0], [0.0]]), np.array([[0.0], [50.0]]))[0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_jsd_against_hand_computed_value():
+    p = np.array([0.5, 0.5, 0.0])[:, None]
+    q = np.array([0.0, 0.5, 0.5])[:, None]
+    m = np.array([0.25, 0.5, 0.25])
+    div = 0.5 * (0.5 * np.log2(0.5 / 0.25) + 0.5 * np.log2(1.0)) * 2  # both halves are equal
+    assert rd.jsd(p, q, logits=False)[0] == pytest.approx(np.sqrt(div), rel=1e-6)
+    assert m.sum() == 1
+    # logits: softmax first
+    logits = np.log(np.array([0.2, 0.3, 0.5]))[:, None]
+    assert rd.jsd(logits, logits + 7.0)[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_total_logsumexp_bins():
+    ref, mut = chunk()
+    np.testing.assert_allclose(rd.total_count(mut), mut.sum(axis=-2), rtol=1e-6)
+    np.testing.assert_allclose(rd.logsumexp(ref), np.log(np.exp(ref).sum(axis=-2)), rtol=1e-5)
+    big = np.full((4, 1), 1000.0)
+    assert rd.logsumexp(big)[0] == pytest.approx(1000 + np.log(4))
+    assert rd.logsumexp(np.full((3, 1), -np.inf))[0] == -np.inf
+    x = np.arange(10.0)[:, None]
+    np.testing.assert_allclose(rd.bin_sums(x, 3)[:, 0], [3, 12, 21, 9])  # last bin: remainder
+    np.testing.assert_allclose(rd.bin_sums(x, 5)[:, 0], [10, 35])
+    np.testing.assert_allclose(rd.softmax(x).sum(axis=-2), 1)
+
+
+def test_select_outputs():
+    names = ["profile", "counts"]
+    ref, mut = [np.zeros((1, 5, 2)), np.ones((1, 2))], [np.zeros((1, 3, 4, 5, 2)), np.ones((1, 3, 4, 2))]
+    n, r, m = rd.select_outputs(names, ref, mut, "counts")
+    assert n == ["counts"] and r[0] is ref[1] and m[0] is mut[1]
+    n, _, _ = rd.select_outputs(names, ref, mut, [1, "profile"])
+    assert n == ["counts", "profile"]
+    assert rd.select_outputs(names, ref, mut)[0] == names
+    with pytest.raises(FastISMError, match="no model output named 'x'"):
+        rd.select_outputs(names, ref, mut, "x")
+    with pytest.raises(FastISMError, match="out of range"):
+        rd.select_outputs(names, ref, mut, [2])
+    with pytest.raises(FastISMError, match="twice"):
+        rd.select_outputs(names, ref, mut, "counts,1")
+
+
+def test_select_tasks():
+    x = np.arange(12).reshape(2, 2, 3)
+    np.testing.assert_array_equal(rd.select_tasks(x, [2, 0]), x[..., [2, 0]])
+    np.testing.assert_array_equal(rd.select_tasks(x, "b", labels=["a", "b", "c"]), x[..., [1]])
+    with pytest.raises(FastISMError, match="no task named 'z'"):
+        rd.select_tasks(x, "z", labels=["a", "b", "c"])
+    with pytest.raises(FastISMError, match="have no names"):
+        rd.select_tasks(x, "a")
+    with pytest.raises(FastISMError, match="out of range"):
+        rd.select_tasks(x, 3)
+
+
+# ---- reducers -----------------------------------------------------------------------------------
+
+
+def test_reducers_shapes_values_and_dims():
+    ref, mut = chunk()
+    total = rd.get_reducer("total")(ref, mut, output="profile")
+    assert total.ref.shape == (B, T) and total.mut.shape == (B, W, S, T)
+    assert [d.name for d in total.dims] == ["profile_dim_1"]
+    np.testing.assert_allclose(total.mut[:, 1, 2], total.ref, rtol=1e-6)
+
+    j = rd.get_reducer("jsd")(ref, mut, output="profile")
+    assert np.all(j.ref == 0) and np.all(j.mut[:, 1, 2] == 0)
+    assert j.mut.shape == (B, W, S, T) and j.mut.dtype == np.float32
+
+    ls = rd.get_reducer("logsum")(ref, mut, output="profile")
+    np.testing.assert_allclose(ls.ref, np.log(np.exp(ref).sum(axis=1)), rtol=1e-5)
+
+    bins = rd.get_reducer("bins:4")(ref, mut, output="profile")
+    assert bins.ref.shape == (B, 3, T) and bins.mut.shape == (B, W, S, 3, T)
+    assert bins.dims[0].name == "profile_bin" and list(bins.dims[0].coords) == [0, 4, 8]
+    assert bins.dims[1] == rd.Dim("profile_dim_1", T)
+
+    tasks = rd.get_reducer("tasks:1")(ref, mut, output="profile")
+    assert tasks.mut.shape == (B, W, S, L_OUT, 1)
+    assert tasks.dims[-1].name == "profile_dim_1" and list(tasks.dims[-1].coords) == [1]
+
+
+def test_reducer_needs_profile_shape():
+    with pytest.raises(FastISMError, match=r"needs a profile output of shape \(\.\.\., L_out, T\); 'counts' has shape \(2,\)"):
+        rd.get_reducer("jsd").dims("counts", (2,))
+    with pytest.raises(FastISMError, match="does not match"):
+        rd.get_reducer("total")(np.zeros((1, 5, 2)), np.zeros((1, 3, 4, 5, 3)))
+
+
+def test_parse_reduce():
+    plan = rd.parse_reduce("profile=jsd,counts")
+    assert list(plan) == ["profile", "counts"]
+    assert plan["profile"].kind == "jsd" and plan["counts"] is None
+    plan = rd.parse_reduce(" profile = bins:10 ")
+    assert plan["profile"].kind == "bins" and plan["profile"].arg == 10
+    assert rd.parse_reduce({"profile": "total"})["profile"].kind == "total"
+    assert rd.parse_reduce(None) == {}
+    assert rd.parse_reduce("y=tasks:0+3")["y"].arg == (0, 3)
+    assert set(rd.REDUCERS) >= {"total", "logsum", "jsd", "bins"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "empty reduce spec"),
+    ("profile=jsd,,counts", "empty item"),
+    ("=jsd", "missing output name"),
+    ("profile=", "missing reducer"),
+    ("profile=foo", "unknown reducer 'foo'"),
+    ("profile=bins", "needs a positive bin width"),
+    ("profile=bins:0", "needs a positive bin width"),
+    ("profile=bins:x", "needs a positive bin width"),
+    ("profile=total:3", "takes no argument"),
+    ("profile=tasks:a", "needs task indices"),
+    ("profile=jsd,profile=total", "named twice"),
+])
+def test_parse_errors_are_one_line(spec, message):
+    with pytest.raises(FastISMError, match=message) as err:
+        rd.parse_reduce(spec)
+    assert "\n" not in str(err.value)
+
+
+def test_check_and_apply_reduce():
+    shapes = {"profile": (L_OUT, T), "counts": (T,)}
+    plan = rd.parse_reduce("profile=jsd")
+    dims = rd.check_reduce(plan, shapes)
+    assert [d.name for d in dims["profile"]] == ["profile_dim_1"]
+    assert dims["counts"] == (rd.Dim("counts_dim_0", T),)
+    with pytest.raises(FastISMError, match="names output 'prof'"):
+        rd.check_reduce(rd.parse_reduce("prof=jsd"), shapes)
+    with pytest.raises(FastISMError, match="'counts' has shape"):
+        rd.check_reduce(rd.parse_reduce("counts=jsd"), shapes)
+
+    ref, mut = chunk()
+    cref, cmut = np.ones((B, T)), np.ones((B, W, S, T))
+    out = rd.apply_reduce(plan, ["profile", "counts"], [ref, cref], [mut, cmut])
+    assert out["profile"].mut.shape == (B, W, S, T)
+    assert out["counts"].mut is not None and out["counts"].mut.shape == (B, W, S, T)
+    np.testing.assert_array_equal(out["counts"].ref, cref)
