@@ -1,0 +1,408 @@
+"""Lazy analysis of an ISM store: differences from the reference, attributions, importance.
+
+Every function takes the ``xarray.Dataset`` of a store (DESIGN §5, ``open_results(STORE)``) and
+returns DataArrays / Datasets that stay Dask-backed until ``.compute()``, so they work on stores
+larger than memory. For a model output ``o`` the store holds::
+
+    o       (seq, pos, base, *o_dims)    output with position pos replaced by base
+    o_ref   (seq, *o_dims)               reference output
+    coords  ref_base (seq, pos); chrom / start / end / strand (seq,) where known
+
+``o_dims`` are the output's own dimensions (``o_dim_0``, ... or labelled ones left by a reducer);
+``task`` arguments choose along them.
+
+Importing this module registers the ``ds.ism`` accessor, whose methods only call the functions
+below::
+
+    import fastism_dist.analysis
+    ds = fastism_dist.open_results("run.zarr")
+    ds.ism.importance("motifs").compute()
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from fastism_dist.errors import FastISMError
+
+SEQ = "seq"
+POS = "pos"
+BASE = "base"
+REF_SUFFIX = "_ref"
+REF_BASE = "ref_base"
+RANK = "rank"
+
+__all__ = [
+    "output_names",
+    "delta",
+    "mean_centred",
+    "importance",
+    "top_positions",
+    "top_window",
+    "genomic_coordinate",
+    "ISMAccessor",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# choosing an output and its tasks
+
+
+def output_names(ds):
+    """Names of the model outputs stored in ``ds``: ``attrs["outputs"]``, else every variable
+    ``o`` with dims ``(seq, pos, base, ...)`` that has a matching ``o_ref``."""
+    names = ds.attrs.get("outputs")
+    if isinstance(names, str):
+        names = [names]
+    if names:
+        return [str(n) for n in names if str(n) in ds.data_vars]
+    return [
+        str(name) for name, var in ds.data_vars.items()
+        if var.dims[:3] == (SEQ, POS, BASE) and f"{name}{REF_SUFFIX}" in ds.data_vars
+    ]
+
+
+def _output(ds, output):
+    """Resolve ``output`` (name, or None for the only one) to a stored output name."""
+    names = output_names(ds)
+    if output is None:
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise FastISMError("the dataset holds no ISM output (no variable with dims (seq, pos, base))")
+        raise FastISMError(f"the dataset holds several outputs {names}: choose one with output=")
+    output = str(output)
+    if output not in names:
+        raise FastISMError(f"no output named {output!r} in the dataset; its outputs are {names}")
+    if f"{output}{REF_SUFFIX}" not in ds.data_vars:
+        raise FastISMError(f"output {output!r} has no reference variable {output}{REF_SUFFIX!r}")
+    return output
+
+
+def task_dims(da):
+    """The output's own dimensions of a stored variable: those after (seq, pos, base)."""
+    return tuple(d for d in da.dims if d not in (SEQ, POS, BASE))
+
+
+def select_task(da, task):
+    """Choose along the output's own dimensions of ``da``.
+
+    Parameters
+    ----------
+    da : DataArray
+        A variable with dims ``(seq, [pos, base,] *o_dims)``.
+    task : int, str, dict or None
+        An int index or a coordinate label along the first of ``o_dims``, or a dict
+        ``{dim: index or label or list of them}``; None keeps everything.
+
+    Returns
+    -------
+    DataArray
+        With the chosen dimension dropped for a single index / label.
+    """
+    if task is None:
+        return da
+    dims = task_dims(da)
+    if not isinstance(task, dict):
+        if not dims:
+            raise FastISMError(f"task={task!r} given but {da.name!r} has no task dimension")
+        task = {dims[0]: task}
+    for dim, which in task.items():
+        if dim not in dims:
+            raise FastISMError(f"{da.name!r} has no dimension {dim!r}; its task dimensions are {list(dims)}")
+        size = da.sizes[dim]
+        labelled = dim in da.coords
+        items = which if isinstance(which, (list, tuple, np.ndarray)) else [which]
+        for item in items:
+            if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+                if not -size <= int(item) < size:
+                    raise FastISMError(f"task index {item} out of range for {dim!r} of size {size}")
+            elif labelled:
+                if item not in set(da.coords[dim].values.tolist()):
+                    raise FastISMError(f"no task {item!r} along {dim!r}; labels are {da.coords[dim].values.tolist()}")
+            else:
+                raise FastISMError(f"task {item!r} is not an int index and {dim!r} has no labels")
+        if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in items):
+            da = da.isel({dim: which})
+        else:
+            da = da.sel({dim: which})
+    return da
+
+
+def _float(da):
+    """At least float32 (float16 stores lose digits in subtraction and overflow when squared)."""
+    if da.dtype.kind != "f" or da.dtype.itemsize < 4:
+        return da.astype(np.float32)
+    return da
+
+
+def _lazy(da, like):
+    """``da`` as a Dask array, chunked along ``seq`` like ``like`` when that is Dask-backed."""
+    if _is_dask(da):
+        return da
+    chunks = {}
+    if _is_dask(like) and SEQ in da.dims:
+        chunks[SEQ] = like.chunksizes[SEQ]
+    return da.chunk(chunks or {d: -1 for d in da.dims})
+
+
+def _is_dask(da):
+    try:
+        import dask.array
+
+        return isinstance(da.data, dask.array.Array)
+    except ImportError:  # pragma: no cover - dask is a dependency
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# attributions
+
+
+def delta(ds, output=None, task=None):
+    """Difference of each mutant's output from the reference output.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An ISM store.
+    output : str, optional
+        Output name. Default is the only output.
+    task : int, str or dict, optional
+        Choose along the output's own dimensions (see :func:`select_task`). Default keeps all.
+
+    Returns
+    -------
+    DataArray of shape (seq, pos, base, *o_dims)
+        ``o - o_ref``, at least float32; zero where ``base`` is the reference letter.
+    """
+    name = _output(ds, output)
+    mut = _float(ds[name])
+    ref = _float(ds[f"{name}{REF_SUFFIX}"])
+    out = _lazy(select_task(mut, task) - select_task(ref, task), mut)
+    out.name = f"{name}_delta"
+    return out
+
+
+def mean_centred(ds, output=None, task=None):
+    """Delta minus its mean over ``base`` at each position: the usual ISM attribution.
+
+    Returns
+    -------
+    DataArray of shape (seq, pos, base, *o_dims)
+        ``delta - delta.mean("base")``; for each position, the bases sum to zero.
+    """
+    d = delta(ds, output, task)
+    out = d - d.mean(BASE, skipna=False)
+    out.name = d.name.replace("_delta", "_mean_centred")
+    return out
+
+
+def importance(ds, output=None, task=None):
+    """L2 norm of the differences from the reference at each position.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    output : str, optional
+        Default is the only output.
+    task : int, str or dict, optional
+        Choose along the output's own dimensions first; the norm runs over ``base`` and every
+        task dimension left. Default is all tasks.
+
+    Returns
+    -------
+    DataArray of shape (seq, pos)
+        ``sqrt(sum over base and tasks of delta**2)``; NaN for sequences not yet scored.
+    """
+    d = delta(ds, output, task)
+    out = np.sqrt((d * d).sum([BASE, *task_dims(d)], skipna=False))
+    out.name = d.name.replace("_delta", "_importance")
+    return out
+
+
+def _topk_numpy(values, k):
+    """Indices (..., k) of the k largest along the last axis, largest first, NaN last."""
+    keyed = np.where(np.isnan(values), -np.inf, values)
+    order = np.argsort(-keyed, axis=-1, kind="stable")[..., :k]
+    return order
+
+
+def top_positions(ds, output=None, k=10, task=None):
+    """The ``k`` most important positions of each sequence.
+
+    Returns
+    -------
+    xarray.Dataset with dims (seq, rank)
+        ``position`` (the ``pos`` value) and ``importance`` (its L2 importance), rank 0 the
+        largest; ties keep the lower position first.
+    """
+    imp = importance(ds, output, task)
+    n_pos = imp.sizes[POS]
+    k = int(k)
+    if not 1 <= k <= n_pos:
+        raise FastISMError(f"k must be between 1 and the {n_pos} positions, got {k}")
+    imp = imp.chunk({POS: -1})
+    idx = xr.apply_ufunc(
+        _topk_numpy, imp, kwargs={"k": k}, input_core_dims=[[POS]], output_core_dims=[[RANK]],
+        dask="parallelized", output_dtypes=[np.int64], dask_gufunc_kwargs={"output_sizes": {RANK: k}},
+    )
+    positions = np.asarray(imp[POS].values)
+    pos = xr.apply_ufunc(lambda i: positions[i], idx, dask="parallelized", output_dtypes=[positions.dtype])
+    val = xr.apply_ufunc(
+        lambda v, i: np.take_along_axis(v, i, axis=-1), imp, idx,
+        input_core_dims=[[POS], [RANK]], output_core_dims=[[RANK]], dask="parallelized",
+        output_dtypes=[imp.dtype],
+    )
+    return xr.Dataset({"position": pos, "importance": val}).assign_coords({RANK: np.arange(k)})
+
+
+def window_sums(values, width):
+    """Sums of ``width`` consecutive values along the last axis.
+
+    Parameters
+    ----------
+    values : ndarray of shape (..., L)
+    width : int
+
+    Returns
+    -------
+    ndarray of shape (..., L - width + 1)
+        ``out[..., i] = values[..., i:i + width].sum(-1)``.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    c = np.concatenate([np.zeros(values.shape[:-1] + (1,)), np.cumsum(values, axis=-1)], axis=-1)
+    return c[..., width:] - c[..., :-width]
+
+
+def top_window_start(values, width):
+    """Index (...) of the first position of the ``width``-wide window with the largest sum.
+
+    Parameters
+    ----------
+    values : ndarray of shape (..., L)
+        E.g. importance per position; NaN counts as -inf.
+    width : int
+
+    Returns
+    -------
+    ndarray of int64, shape (...)
+    """
+    sums = window_sums(values, width)
+    sums = np.where(np.isnan(sums), -np.inf, sums)
+    return np.argmax(sums, axis=-1).astype(np.int64)
+
+
+def top_window(ds, output=None, width=15, task=None):
+    """The ``width``-wide window of consecutive positions with the largest summed importance.
+
+    Returns
+    -------
+    xarray.Dataset with dim (seq,)
+        ``window_start`` and ``window_end`` (``pos`` values, half-open) and ``importance`` (the
+        summed L2 importance in the window); the per-sequence coords (``chrom``, ``start``, ...)
+        are kept.
+    """
+    imp = importance(ds, output, task).chunk({POS: -1})
+    n_pos = imp.sizes[POS]
+    width = int(width)
+    if not 1 <= width <= n_pos:
+        raise FastISMError(f"width must be between 1 and the {n_pos} positions, got {width}")
+    first = xr.apply_ufunc(top_window_start, imp, kwargs={"width": width}, input_core_dims=[[POS]],
+                           dask="parallelized", output_dtypes=[np.int64])
+    positions = np.asarray(imp[POS].values)
+    start = xr.apply_ufunc(lambda i: positions[i], first, dask="parallelized",
+                           output_dtypes=[positions.dtype])
+    end = start + width
+    total = xr.apply_ufunc(
+        lambda v, i: np.take_along_axis(window_sums(v, width), i[..., None], axis=-1)[..., 0],
+        imp, first, input_core_dims=[[POS], []], dask="parallelized", output_dtypes=[np.float64],
+    )
+    return xr.Dataset({"window_start": start, "window_end": end, "importance": total})
+
+
+def genomic_coordinate(ds):
+    """Genomic coordinate of every (seq, pos), strand-aware.
+
+    Returns
+    -------
+    DataArray of int64, shape (seq, pos)
+        0-based: ``start + pos`` on ``+`` / ``.`` strands, ``end - 1 - pos`` on ``-`` (the
+        sequence was reverse-complemented); ``-1`` where the sequence has no known coordinates
+        (no ``chrom`` / ``start`` in the store, an empty ``chrom`` or a negative ``start``).
+    """
+    like = next((ds[n] for n in output_names(ds)), None)
+    pos = ds[POS].astype(np.int64)
+    if "start" not in ds.variables:
+        out = xr.DataArray(np.full((ds.sizes[SEQ], ds.sizes[POS]), -1, dtype=np.int64),
+                           dims=(SEQ, POS), coords={SEQ: ds[SEQ], POS: ds[POS]})
+    else:
+        start = ds["start"].astype(np.int64)
+        end = ds["end"].astype(np.int64) if "end" in ds.variables else start + pos.size
+        if "strand" in ds.variables:
+            minus = ds["strand"] == "-"
+        else:
+            minus = xr.zeros_like(start, dtype=bool)
+        known = start >= 0
+        if "chrom" in ds.variables:
+            known = known & (ds["chrom"] != "")
+        coord = xr.where(minus, end - 1 - pos, start + pos)
+        out = xr.where(known, coord, -1).astype(np.int64)
+    out = out.transpose(SEQ, POS)
+    out = _lazy(out, like if like is not None else out)
+    out.name = "genomic_coordinate"
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the accessor
+
+
+@xr.register_dataset_accessor("ism")
+class ISMAccessor:
+    """``ds.ism``: the functions of ``fastism_dist.analysis`` and ``fastism_dist.plot`` on ``ds``."""
+
+    def __init__(self, ds):
+        self._ds = ds
+
+    @property
+    def outputs(self):
+        """The stored output names."""
+        return output_names(self._ds)
+
+    def delta(self, output=None, task=None):
+        """See :func:`fastism_dist.analysis.delta`."""
+        return delta(self._ds, output, task)
+
+    def mean_centred(self, output=None, task=None):
+        """See :func:`fastism_dist.analysis.mean_centred`."""
+        return mean_centred(self._ds, output, task)
+
+    def importance(self, output=None, task=None):
+        """See :func:`fastism_dist.analysis.importance`."""
+        return importance(self._ds, output, task)
+
+    def top_positions(self, output=None, k=10, task=None):
+        """See :func:`fastism_dist.analysis.top_positions`."""
+        return top_positions(self._ds, output, k, task)
+
+    def top_window(self, output=None, width=15, task=None):
+        """See :func:`fastism_dist.analysis.top_window`."""
+        return top_window(self._ds, output, width, task)
+
+    def genomic_coordinate(self):
+        """See :func:`fastism_dist.analysis.genomic_coordinate`."""
+        return genomic_coordinate(self._ds)
+
+    def plot(self, seq, output=None, task=None, window=None, ax=None):
+        """See :func:`fastism_dist.plot.plot_ism`."""
+        from fastism_dist.plot import plot_ism
+
+        return plot_ism(self._ds, seq, output=output, task=task, window=window, ax=ax)
+
+    def plot_importance_track(self, output=None, seqs=None, task=None, ax=None):
+        """See :func:`fastism_dist.plot.plot_importance_track`."""
+        from fastism_dist.plot import plot_importance_track
+
+        return plot_importance_track(self._ds, output, seqs=seqs, task=task, ax=ax)
