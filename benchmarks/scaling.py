@@ -1,0 +1,240 @@
+"""Distributed overhead and scaling: in-process ISM vs ``fastism_dist.score`` on 1 and 2 workers.
+
+The same small Basset-like model and the same random sequences are scored
+
+* in process: one ``FastISM`` (or ``NaiveISM``) call on all sequences, TensorFlow limited to one
+  thread (the same footing as one single-threaded worker);
+* by the engine on a ``LocalCluster`` of 1, 2, ... single-threaded worker processes, into a Zarr
+  store (reading the sequences from a FASTA file, writing every chunk, marking it done).
+
+Reported per setting: mutations/s of the scoring phase (the engine's tasks, after the model is
+loaded on the workers), the wall time with cluster start and model loading, the engine overhead
+against in-process ISM (``in-process rate / 1-worker rate - 1``), the speedup over 1 worker and
+each worker's peak resident memory. Results go to ``benchmarks/results/scaling.json`` and
+``benchmarks/results/scaling.md``.
+
+Run from the repository root::
+
+    python benchmarks/scaling.py                 # 64 sequences of 200 bp, workers 1 and 2
+    python benchmarks/scaling.py --n 128 --workers 1 2 4 --method naive
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def build_model(length, seed=0):
+    """A small Basset: 3 conv/BN/relu/pool blocks, 2 dense layers, 16 sigmoid outputs."""
+    try:
+        from fastism_dist.models import basset, randomize_batch_norm
+
+        model = basset(seq_len=length, n_outputs=16, filters=(64, 48, 48), kernels=(19, 11, 7),
+                       pools=(3, 4, 4), dense=(128, 128), seed=seed)
+        return randomize_batch_norm(model, seed)
+    except ImportError:  # the reference builders are optional here
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        L = keras.layers
+        inp = keras.Input((length, 4), name="sequence")
+        h = inp
+        for filters, kernel, pool in ((64, 19, 3), (48, 11, 4), (48, 7, 4)):
+            h = L.Conv1D(filters, kernel, padding="same")(h)
+            h = L.Activation("relu")(L.BatchNormalization()(h))
+            h = L.MaxPooling1D(pool)(h)
+        h = L.Flatten()(h)
+        for units in (128, 128):
+            h = L.Activation("relu")(L.BatchNormalization()(L.Dense(units)(h)))
+        return keras.Model(inp, L.Dense(16, activation="sigmoid", name="output")(h))
+
+
+def write_inputs(directory, n, length, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("ACGT"))
+    path = Path(directory) / "sequences.fa"
+    with open(path, "w") as fh:
+        for i in range(n):
+            fh.write(f">seq{i}\n{''.join(letters[rng.integers(0, 4, length)])}\n")
+    return str(path)
+
+
+def in_process(model_path, fasta, method, batch_size, repeats):
+    """Mutations/s of one executor call on all sequences (one TF thread), best of ``repeats``.
+
+    ``cold``: a new executor each time, its first call (tracing included, as a worker pays once);
+    ``warm``: a second call on the same executor (steady state).
+    """
+    import resource
+
+    from fastism_dist.engine import count_mutations, executor_class
+    from fastism_dist.sequences import open_sequences
+
+    x = open_sequences(fasta).read(slice(None))
+    best = {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ism = executor_class(method)(model_path, batch_size=batch_size)
+        build_s = time.perf_counter() - t0
+        for kind in ("cold", "warm"):
+            t0 = time.perf_counter()
+            ism(x)
+            seconds = time.perf_counter() - t0
+            if kind not in best or seconds < best[kind][0]:
+                best[kind] = (seconds, build_s)
+    mutations = count_mutations(x[:, ism.spec.start:ism.spec.end], ism.spec.substitutions[:, 0])
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return [{"setting": f"in-process ({kind})", "workers": 0, "mutations": mutations,
+             "scoring_s": seconds, "setup_s": build_s, "wall_s": build_s + seconds,
+             "mutations_per_s": mutations / seconds, "peak_rss_mb": [rss]}
+            for kind, (seconds, build_s) in best.items()]
+
+
+def _peak_rss_mb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def engine(model_path, fasta, workers, method, chunk_size, batch_size, directory, repeats):
+    """Score into a fresh store on a fresh LocalCluster of ``workers`` single-threaded workers.
+
+    Best of ``repeats`` runs on the same cluster (each run loads the model again).
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    from fastism_dist.engine import score
+
+    out = str(Path(directory) / f"scaling-{workers}.zarr")
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address="127.0.0.1:0", host="127.0.0.1",
+                               env={"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+                                    "OMP_NUM_THREADS": "1"})
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            client.wait_for_workers(workers)
+            start_s = time.perf_counter() - t0
+            summary = None
+            for _ in range(repeats):
+                run = score(model_path, fasta, out, client=client, method=method,
+                            chunk_size=chunk_size, batch_size=batch_size, overwrite=True,
+                            progress=False)
+                if summary is None or run.compute_s < summary.compute_s:
+                    summary = run
+            rss = sorted(client.run(_peak_rss_mb).values())
+    finally:
+        cluster.close()
+    return {"setting": f"engine, {workers} worker{'s' if workers > 1 else ''}", "workers": workers,
+            "mutations": summary.mutations, "scoring_s": summary.compute_s,
+            "setup_s": summary.setup_s, "cluster_start_s": start_s,
+            "wall_s": start_s + summary.wall_s, "mutations_per_s": summary.mutations_per_s,
+            "chunks": summary.n_chunks, "peak_rss_mb": rss,
+            "per_worker_chunks": sorted(w["chunks"] for w in summary.per_worker.values())}
+
+
+def markdown(result):
+    rows = result["rows"]
+    base = rows[0]["mutations_per_s"]  # in-process, cold
+    one = next((r["mutations_per_s"] for r in rows if r["workers"] == 1), None)
+    lines = [
+        f"Scaling on {result['machine']} — {result['n_sequences']} sequences × "
+        f"{result['length']} bp, {result['method']} ISM, chunks of {result['chunk_size']}, "
+        f"small Basset ({result['model_params']:,} parameters)",
+        "",
+        "| setting | mutations/s | scoring s | model load s | wall s | vs in-process (cold) | "
+        "speedup vs 1 worker | peak RSS per worker (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        rel = f"{100 * (r['mutations_per_s'] / base - 1):+.1f}%"
+        speed = f"{r['mutations_per_s'] / one:.2f}×" if one and r["workers"] else ""
+        rss = ", ".join(f"{m:.0f}" for m in r["peak_rss_mb"]) if r["workers"] else (
+            f"({r['peak_rss_mb'][0]:.0f}, one process)")
+        lines.append(f"| {r['setting']} | {r['mutations_per_s']:,.0f} | {r['scoring_s']:.1f} | "
+                     f"{r['setup_s']:.1f} | {r['wall_s']:.1f} | {rel} | {speed} | {rss} |")
+    lines += ["", f"Engine overhead with 1 worker (scoring phase, in-process rate / 1-worker rate − 1): "
+              f"{result['engine_overhead_pct']:.1f}% against a cold in-process call (tracing included, "
+              f"as each worker pays once), {result['engine_overhead_vs_warm_pct']:.1f}% against a warm "
+              "one. Best of "
+              f"{result['repeats']} runs; load average during the run "
+              f"{', '.join(str(v) for v in result['load_average_1_5_15'])} (a shared machine)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=64, help="sequences (default: 64)")
+    parser.add_argument("--length", type=int, default=200, help="sequence length (default: 200)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="engine worker counts (default: 1 2)")
+    parser.add_argument("--method", choices=["fast", "naive"], default="fast")
+    parser.add_argument("--chunk-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs (default: 2)")
+    parser.add_argument("--out", default=str(RESULTS_DIR),
+                        help="directory of scaling.json / scaling.md (default: benchmarks/results)")
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # like one single-threaded worker
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+
+    tmp = tempfile.mkdtemp(prefix="fastism-scaling-")
+    try:
+        model = build_model(args.length)
+        model_path = str(Path(tmp) / "basset_small.keras")
+        model.save(model_path)
+        fasta = write_inputs(tmp, args.n, args.length)
+        rows = in_process(model_path, fasta, args.method, args.batch_size, args.repeats)
+        for row in rows:
+            print(f"{row['setting']}: {row['mutations_per_s']:,.0f} mutations/s", flush=True)
+        for workers in args.workers:
+            rows.append(engine(model_path, fasta, workers, args.method, args.chunk_size,
+                               args.batch_size, tmp, args.repeats))
+            print(f"{rows[-1]['setting']}: {rows[-1]['mutations_per_s']:,.0f} mutations/s",
+                  flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    one = next((r for r in rows if r["workers"] == 1), None)
+    load = os.getloadavg()
+    result = {
+        "load_average_1_5_15": [round(v, 2) for v in load],
+        "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, Python {platform.python_version()}",
+        "n_sequences": args.n, "length": args.length, "method": args.method,
+        "chunk_size": args.chunk_size, "repeats": args.repeats, "model_params": int(model.count_params()),
+        "engine_overhead_pct": (100 * (rows[0]["mutations_per_s"] / one["mutations_per_s"] - 1)
+                                if one else None),
+        "engine_overhead_vs_warm_pct": (
+            100 * (rows[1]["mutations_per_s"] / one["mutations_per_s"] - 1) if one else None),
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scaling.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (out / "scaling.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
