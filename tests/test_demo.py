@@ -1,0 +1,85 @@
+"""The bundled demo: its files, the model finding the planted motifs, and ``run_demo``."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fastism_dist import demo
+
+
+def test_demo_files_are_bundled_and_small():
+    files = demo.demo_files()
+    assert os.path.getsize(files.model) < 2 * 2**20
+    with open(files.sequences) as fh:
+        names = [line[1:].strip() for line in fh if line.startswith(">")]
+    assert len(names) == 64 and names[0] == "seq0000" and names[42] == "seq0042"
+    sites = demo.read_truth()
+    assert sites and {s.motif for s in sites} == set(demo.TASKS)
+    assert all(s.name in names and 0 <= s.start < s.end <= 200 and s.strand in "+-" for s in sites)
+    metrics = json.load(open(os.path.join(demo.DATA_DIR, "demo_metrics.json")))
+    assert metrics["demo_motif_recovery_15bp"] >= 0.9
+
+
+def test_demo_model_shapes():
+    import keras
+
+    model = keras.models.load_model(demo.demo_files().model, compile=False)
+    assert tuple(model.inputs[0].shape) == (None, 200, 4)
+    assert tuple(model.outputs[0].shape) == (None, 3)
+    from fastism_dist.spec import output_names
+
+    assert output_names(model) == [demo.OUTPUT]
+
+
+def test_top_ism_window_overlaps_planted_motif():
+    """ISM finds the planted motifs: the 15 bp window of largest summed L2 importance overlaps
+    a planted motif in at least 90% of the held-back sequences that carry one."""
+    hits = demo.top_window_hits(window=15)
+    assert len(hits) >= 30
+    rate = np.mean(list(hits.values()))
+    assert rate >= 0.9, f"top window overlaps a planted motif in only {rate:.0%} of {len(hits)} sequences"
+
+
+def test_ism_importance_is_consistent_with_model():
+    import keras
+
+    from fastism_dist.sequences import open_sequences
+
+    files = demo.demo_files()
+    model = keras.models.load_model(files.model, compile=False)
+    x = open_sequences(files.sequences).read([0, 1])
+    ref, imp = demo.ism_importance(model, x)
+    np.testing.assert_allclose(ref, model.predict_on_batch(x), rtol=1e-4, atol=1e-5)
+    assert imp.shape == (2, 200) and np.all(imp >= 0)
+
+
+@pytest.mark.cluster
+def test_run_demo_writes_store_and_png(tmp_path):
+    pytest.importorskip("fastism_dist.engine")
+    from fastism_dist import engine
+
+    if not hasattr(engine, "score"):
+        pytest.skip("fastism_dist.engine.score is not there yet")
+    from PIL import Image
+
+    from fastism_dist.store import open_results
+
+    result = demo.run_demo(tmp_path, workers=1, progress=False)
+    assert result.store == str(tmp_path / "demo.zarr")
+    ds = open_results(result.store)
+    assert ds.sizes["seq"] == 64 and ds.sizes["pos"] == 200
+    assert ds["done"].values.all()
+    assert result.png == str(tmp_path / f"{result.seq}.png")
+    with Image.open(result.png) as img:
+        assert np.asarray(img.convert("L"), dtype=float).var() > 0
+    # the store agrees with in-process ISM of the plotted sequence
+    i = [str(s) for s in ds["seq"].values].index(result.seq)
+    from fastism_dist.sequences import open_sequences
+
+    x = open_sequences(demo.demo_files().sequences).read([i])
+    ref, imp = demo.ism_importance(demo.demo_files().model, x)
+    import fastism_dist.analysis as an
+
+    np.testing.assert_allclose(an.importance(ds, demo.OUTPUT).isel(seq=i).values, imp[0], rtol=1e-3, atol=1e-5)
