@@ -164,7 +164,7 @@ def plot_ism(ds, seq, output=None, task=None, window=None, ax=None, cmap="RdBu_r
 
     n = len(positions)
     if ax is None:
-        fig = _figure(figsize or (min(max(6.0, 0.09 * n + 2.0), 40.0), 3.4))
+        fig = _figure(figsize or (min(max(6.0, 0.075 * n + 2.0), 40.0), 3.4))
         ax = fig.add_subplot()
     else:
         fig = ax.figure
