@@ -63,7 +63,7 @@ def _seq_coords(ds, i):
 
 
 def _to_genomic(coords, pos):
-    chrom, start, end, strand = coords
+    _, start, end, strand = coords
     return end - 1 - pos if strand == "-" else start + pos
 
 
@@ -202,7 +202,7 @@ def plot_ism(ds, seq, output=None, task=None, window=None, ax=None, cmap="RdBu_r
     if coords is not None:
         from matplotlib.ticker import FuncFormatter
 
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{_to_genomic(coords, int(round(x))):,}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{_to_genomic(coords, round(x)):,}"))
         ax.set_xlabel(f"{coords[0]} ({coords[3]} strand), 0-based", fontsize=8)
     else:
         ax.set_xlabel("position in sequence", fontsize=8)

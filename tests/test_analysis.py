@@ -109,7 +109,7 @@ def test_importance_all_tasks_and_one_task():
 
 
 def test_task_by_label():
-    ds, mut, ref, _ = make_dataset()
+    ds, *_ = make_dataset()
     ds = ds.assign_coords(y_dim_0=["AP-1", "CTCF"])
     by_name = an.importance(ds, "y", task="CTCF").values
     np.testing.assert_allclose(by_name, an.importance(ds, "y", task=1).values)
@@ -134,7 +134,7 @@ def test_unscored_sequences_stay_nan():
 
 
 def test_top_positions():
-    ds, mut, ref, _ = make_dataset(pos0=10)
+    ds, *_ = make_dataset(pos0=10)
     top = an.top_positions(ds, "y", k=3)
     assert is_lazy(top["position"]) and is_lazy(top["importance"])
     top = top.compute()
@@ -194,7 +194,7 @@ def test_accessor_delegates():
 def test_zarr_round_trip_stays_lazy(tmp_path):
     import warnings
 
-    ds, mut, ref, _ = make_dataset()
+    ds, *_ = make_dataset()
     path = tmp_path / "s.zarr"
     enc = {k: {"dtype": "float32"} for k in ("y", "y_ref")}
     with warnings.catch_warnings():

@@ -18,7 +18,8 @@ def test_demo_files_are_bundled_and_small():
     sites = demo.read_truth()
     assert sites and {s.motif for s in sites} == set(demo.TASKS)
     assert all(s.name in names and 0 <= s.start < s.end <= 200 and s.strand in "+-" for s in sites)
-    metrics = json.load(open(os.path.join(demo.DATA_DIR, "demo_metrics.json")))
+    with open(os.path.join(demo.DATA_DIR, "demo_metrics.json")) as fh:
+        metrics = json.load(fh)
     assert metrics["demo_motif_recovery_15bp"] >= 0.9
 
 
@@ -79,7 +80,7 @@ def test_run_demo_writes_store_and_png(tmp_path):
     from fastism_dist.sequences import open_sequences
 
     x = open_sequences(demo.demo_files().sequences).read([i])
-    ref, imp = demo.ism_importance(demo.demo_files().model, x)
+    _, imp = demo.ism_importance(demo.demo_files().model, x)
     import fastism_dist.analysis as an
 
     np.testing.assert_allclose(an.importance(ds, demo.OUTPUT).isel(seq=i).values, imp[0], rtol=1e-3, atol=1e-5)
