@@ -136,8 +136,9 @@ class ISMWorkerPlugin(WorkerPlugin):
         t0 = time.perf_counter()
         x = np.asarray(source.read(np.arange(rows.start, rows.stop)), dtype=np.float32)
         with self._lock:  # executors keep per-call state: one ISM at a time per worker
+            t_ism = time.perf_counter()
             res = self.executor(x)
-        t_ism = time.perf_counter() - t0
+            t_ism = time.perf_counter() - t_ism
         names = self.executor.output_names
         ref = {n: res.ref[k] for k, n in enumerate(names) if n in outputs}
         mut = {n: res.mut[k] for k, n in enumerate(names) if n in outputs}
@@ -182,10 +183,7 @@ def reference_letters(window, bases):
     window = np.asarray(window)
     onehot = (np.sum(window == 1, axis=-1) == 1) & (np.sum(window == 0, axis=-1) == window.shape[-1] - 1)
     letters = np.asarray(list(bases) + ["N"], dtype=object)
-    idx = np.where(onehot, np.argmax(window, axis=-1), len(bases))
-    if len(bases) != window.shape[-1]:
-        idx = np.where(onehot, idx, len(bases))
-    return letters[idx]
+    return letters[np.where(onehot, np.argmax(window, axis=-1), len(bases))]
 
 
 def count_mutations(window, substitutions):
@@ -610,7 +608,7 @@ def _connect(workers, threads_per_worker, gpus, scheduler, security, client):
         env["CUDA_VISIBLE_DEVICES"] = ""
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
         if gpus:
-            cluster = _cuda_cluster(workers, threads_per_worker, env)
+            cluster = _cuda_cluster(workers, threads_per_worker)
         else:
             from distributed import LocalCluster
 
@@ -628,14 +626,14 @@ def _connect(workers, threads_per_worker, gpus, scheduler, security, client):
         cluster.close()
 
 
-def _cuda_cluster(workers, threads_per_worker, env):
+def _cuda_cluster(workers, threads_per_worker):
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError:
         raise FastISMError("--gpus needs dask-cuda: pip install 'fastism_dist[gpu]'") from None
     try:
         return LocalCUDACluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                                dashboard_address="127.0.0.1:0", host="127.0.0.1", env=env)
+                                dashboard_address="127.0.0.1:0", host="127.0.0.1")
     except Exception as err:  # noqa: BLE001 - pynvml raises NVMLError_* (not ImportError)
         raise FastISMError(f"--gpus: no usable NVIDIA GPU ({type(err).__name__}: "
                            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); "

@@ -63,6 +63,19 @@ class SlowSource:
         return self.source.read(indices)
 
 
+class FailingSource(SlowSource):
+    """A source whose read of sequence ``bad`` raises ``InputError`` (like a corrupt record)."""
+
+    def __init__(self, source, bad):
+        super().__init__(source, 0.0)
+        self.bad = bad
+
+    def read(self, indices):
+        if self.bad in np.asarray(indices):
+            raise InputError(f"{self.path}: record #{self.bad + 1} is corrupt")
+        return self.source.read(indices)
+
+
 @pytest.mark.parametrize("workers,n,chunk_size,method",
                          [(1, 10, 4, "naive"), (2, 10, 3, "fast"), (3, 2, 1, "naive")])
 def test_store_equals_in_process(tmp_path, tiny_model_path, workers, n, chunk_size, method):
@@ -283,3 +296,13 @@ def test_lambda_model_with_unsafe_mode(tmp_path, lambda_model_path, tiny_fasta, 
     ds = open_results(out)
     want = NaiveISM(lambda_model_path, safe_mode=False)(read_x(tiny_fasta))
     np.testing.assert_allclose(ds["y"].values, want.mut[0], atol=TOL)
+
+
+def test_failing_chunk_is_a_clear_error(tmp_path, tiny_model_path, tiny_fasta, client):
+    out = str(tmp_path / "out.zarr")
+    source = FailingSource(open_sequences(tiny_fasta, length=LENGTH), bad=7)
+    with pytest.raises(InputError, match="record #8 is corrupt"):
+        score(tiny_model_path, source, out, client=client, chunk_size=2, method="naive",
+              retries=1, progress=False)
+    done = store.done_mask(out)
+    assert not done[3]  # the chunk of sequence 7
