@@ -81,7 +81,7 @@ def test_table1_isolated_and_fast_options(tmp_path):
                     reason="original fastISM venv not built (benchmarks/make_fastism_venv.sh)")
 def test_table1_original(tmp_path):
     run_script("table1", "--tiny", "--models", "bpnet", "--lengths", "32",
-               "--methods", "original", "--n-seqs", "2", "--repeats", "1",
+               "--methods", "original", "--original-n-seqs", "2", "--repeats", "1",
                "--original-venv", REPO / "benchmarks/venv-fastism", "--no-isolate",
                "--out", tmp_path)
     data, _ = read_results(tmp_path, "table1")
