@@ -237,6 +237,18 @@ def validate_other_inputs(model, seq, other_inputs, batch):
     return full
 
 
+def padded_size(n, batch_size, smallest=16):
+    """Rows a call of ``n`` mutations is padded to: the smallest of 16, 24, 32, 48, 64, ...
+    (powers of two and 1.5x powers of two) that holds ``n``, at most ``batch_size``.
+
+    A run then traces few shapes and pads at most a third of a call.
+    """
+    size = smallest
+    while size < n:
+        size = size + size // 2 if size & (size - 1) == 0 else size // 3 * 4
+    return min(size, batch_size)
+
+
 class ISMExecutor:
     """Shared front end of the ISM executors.
 
@@ -333,8 +345,8 @@ class ISMExecutor:
             yield triples[lo:lo + self.batch_size]
 
     def _padded(self, batch, position_indices):
-        """Pad a mutation batch to ``batch_size`` rows (fixed shapes); p becomes a spec index."""
-        pad = self.batch_size - len(batch)
+        """Pad a batch to a fixed bucket size (few traced shapes); p becomes a spec index."""
+        pad = padded_size(len(batch), self.batch_size) - len(batch)
         if pad:
             batch = np.concatenate([batch, np.repeat(batch[:1], pad, axis=0)])
         b = batch[:, 0].astype(np.int32)
