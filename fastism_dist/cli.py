@@ -144,9 +144,108 @@ def run_score(args):
     return 0
 
 
+# --------------------------------------------------------------------------- inspect
+
+
+def add_inspect_parser(subparsers):
+    p = subparsers.add_parser(
+        "inspect", help="show what fast ISM accelerates in MODEL and its theoretical speedup",
+        description=("Print each layer's role (position-wise / local / merge / stop), the width "
+                     "of the window recomputed per mutation, naive vs fast multiply-adds per "
+                     "mutation, the theoretical speedup and where acceleration stops."))
+    p.add_argument("model", metavar="MODEL", help="Keras model file (.keras or .h5)")
+    p.add_argument("--start", type=int, default=0, metavar="A", help="first mutated position (default: 0)")
+    p.add_argument("--end", type=int, metavar="B", help="mutate positions A..B-1 (default: all)")
+    p.add_argument("--seq-input", default="0", metavar="I",
+                   help="index or name of the sequence input (default: 0)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--unsafe-model", action="store_true",
+                   help="load the model without Keras safe mode (trusted files only)")
+    return p
+
+
+def run_inspect(args):
+    import json
+
+    from fastism_dist.report import format_report, plan_report
+
+    seq_input = int(args.seq_input) if args.seq_input.isdigit() else args.seq_input
+    report = plan_report(args.model, start=args.start, end=args.end, seq_input=seq_input,
+                         safe_mode=not args.unsafe_model)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    return 0
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def add_plot_parser(subparsers):
+    p = subparsers.add_parser(
+        "plot", help="plot one sequence of a store: heatmap of differences under a logo",
+        description="Save the ISM map of one sequence (the seed paper's Fig. 1b) as a PNG.")
+    p.add_argument("store", metavar="STORE", help="Zarr store written by fastism-dist score")
+    p.add_argument("--seq", required=True, metavar="ID", help="sequence id (or its 0-based index)")
+    p.add_argument("--output", metavar="NAME", help="model output (default: the only one)")
+    p.add_argument("--task", metavar="I", help="task index or name (default: the strongest)")
+    p.add_argument("--window", type=_positive_int, metavar="W",
+                   help="show only the W-wide window with the largest importance (default: all)")
+    p.add_argument("--png", required=True, metavar="FILE", help="where to save the PNG")
+    return p
+
+
+def run_plot(args):
+    import os
+
+    from fastism_dist.plot import plot_ism, save_png
+    from fastism_dist.store import open_results
+
+    if not os.path.exists(args.store):
+        raise FastISMError(f"store not found: {args.store}")
+    ds = open_results(args.store)
+    seq = args.seq
+    if seq not in set(ds["seq"].values.tolist()) and seq.isdigit():
+        seq = int(seq)
+    task = int(args.task) if args.task is not None and args.task.isdigit() else args.task
+    fig = plot_ism(ds, seq, output=args.output, task=task, window=args.window)
+    save_png(fig, args.png)
+    print(f"saved {args.png}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def add_demo_parser(subparsers):
+    p = subparsers.add_parser(
+        "demo", help="score the bundled demo sequences with the bundled model and plot one",
+        description=("Score 64 bundled sequences with planted AP-1 / HNF4A / CTCF motifs using the "
+                     "bundled CNN on a local Dask cluster, write DIR/demo.zarr and save the plot "
+                     "of the sequence with the strongest effect."))
+    p.add_argument("--out", default="fastism_dist_output/demo", metavar="DIR",
+                   help="output directory (default: fastism_dist_output/demo)")
+    p.add_argument("--workers", type=_positive_int, default=2, metavar="N",
+                   help="local worker processes (default: 2)")
+    p.add_argument("--quiet", action="store_true", help="no dashboard link or progress bar")
+    return p
+
+
+def run_demo(args):
+    from fastism_dist.demo import run_demo as demo
+
+    result = demo(args.out, workers=args.workers, progress=not args.quiet)
+    print(f"store: {result.store}\nplot of {result.seq}: {result.png}")
+    print(f"open it with: python -c \"import fastism_dist as f; print(f.open_results('{result.store}'))\"")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
-COMMANDS = [("score", add_score_parser, run_score)]
+COMMANDS = [
+    ("score", add_score_parser, run_score),
+    ("inspect", add_inspect_parser, run_inspect),
+    ("plot", add_plot_parser, run_plot),
+    ("demo", add_demo_parser, run_demo),
+]
 
 
 def build_parser():
@@ -163,6 +262,25 @@ def build_parser():
     return parser
 
 
+def _import_tensorflow_quietly():
+    """Import TensorFlow with its start-up log lines (written to fd 2 by C++) hidden."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow  # noqa: F401
+            except ImportError:
+                pass  # reported properly where it is needed
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None):
     """Run the command line; returns the exit code."""
     parser = build_parser()
@@ -173,6 +291,8 @@ def main(argv=None):
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
+    if args.command != "plot":
+        _import_tensorflow_quietly()
     try:
         return args._run(args) or 0
     except FastISMError as err:
