@@ -32,8 +32,12 @@ from fastism_dist.errors import FastISMError, InputError, ModelError, StoreMisma
 PLUGIN_NAME = "fastism-model"
 METHODS = {"fast": ("fastism_dist.fast", "FastISM"), "naive": ("fastism_dist.naive", "NaiveISM")}
 DEFAULT_RETRIES = 3
-MAX_AUTO_CHUNK = 64
+# automatic chunk size: about AUTO_CHUNK_MUTATIONS mutations per task (executors batch better
+# with more), at least AUTO_MIN_CHUNKS chunks (load balance), at most AUTO_CHUNK_BYTES of outputs
+AUTO_CHUNK_MUTATIONS = 32768
+AUTO_MIN_CHUNKS = 8
 AUTO_CHUNK_BYTES = 32 * 2**20
+MAX_AUTO_CHUNK = 256
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -218,7 +222,11 @@ def score_chunk(plugin_name, chunk_index, rows):
 
 @dataclass
 class ScoreSummary:
-    """What ``score`` did: counts, timings and each worker's share of the chunks it ran."""
+    """What ``score`` did: counts, timings and each worker's share of the chunks it ran.
+
+    ``compute_s`` is the scoring phase (first task submitted to last result), after the model
+    was loaded on the workers (``setup_s``); ``wall_s`` is the whole call.
+    """
 
     store: str
     n_sequences: int
@@ -230,8 +238,10 @@ class ScoreSummary:
     compute_s: float
     n_workers: int = 0
     setup_s: float = 0.0
+    chunk_size: int = 0
     dashboard_link: str | None = None
     per_worker: dict = field(default_factory=dict)
+    tasks: list = field(default_factory=list)  # per chunk: worker, mutations, ism_s, seconds
 
     @property
     def mutations_per_s(self):
@@ -240,7 +250,7 @@ class ScoreSummary:
     def __str__(self):
         lines = [
             f"store       {self.store}",
-            f"sequences   {self.n_sequences} in {self.n_chunks} chunks "
+            f"sequences   {self.n_sequences} in {self.n_chunks} chunks of {self.chunk_size} "
             f"({self.chunks_run} computed, {self.chunks_skipped} already done)",
             f"mutations   {self.mutations:,} computed",
             f"wall time   {self.wall_s:.1f} s ({self.setup_s:.1f} s loading the model on "
@@ -280,7 +290,8 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
         Address of an existing scheduler (``tcp://host:port``, ``tls://...``).
     chunk_size : int, optional
         Sequences per chunk (one task, one Zarr chunk). Default is the store's on resume, else
-        ``min(64, ceil(N / 32))`` capped so a chunk of outputs stays under 32 MiB.
+        ``auto_chunk_size``: about 32k mutations per task, at least 8 chunks, at most 32 MiB of
+        outputs per chunk.
     batch_size : int, optional
         Mutations per model call. Default is the executor's (256).
     start, end : int
@@ -326,7 +337,7 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
                 print(f"{run.out}: all {n_chunks} chunks already done; nothing to compute",
                       flush=True)
             return ScoreSummary(run.out, run.n_sequences, n_chunks, 0, n_chunks, 0,
-                                time.perf_counter() - t_wall, 0.0)
+                                time.perf_counter() - t_wall, 0.0, chunk_size=run.chunk_size)
     if client is not None:
         where = "the given client"
     else:
@@ -421,10 +432,8 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
     if chunk_size is None and resume:
         chunk_size = int(zstore._open_group(out).attrs["chunk_size"])
     if chunk_size is None:
-        per_seq = sum(spec.n_positions * len(spec.substitutions) * int(np.prod(shapes[k]))
-                      for k in selected) * np.dtype(dtype).itemsize
-        chunk_size = max(1, min(MAX_AUTO_CHUNK, math.ceil(n / 32),
-                                AUTO_CHUNK_BYTES // max(per_seq, 1)))
+        chunk_size = auto_chunk_size(n, spec.n_positions, len(spec.substitutions),
+                                     [shapes[k] for k in selected], dtype)
     model_sha = model_sha256(model, keras_model)
     params = {
         "model_sha256": model_sha,
@@ -497,7 +506,7 @@ def _execute(cli, run, retries, progress, where):
         store=run.out, n_sequences=run.n_sequences, n_chunks=len(plan), chunks_run=len(results),
         chunks_skipped=len(plan) - len(pending), mutations=sum(r["mutations"] for r in results),
         wall_s=0.0, compute_s=compute_s, n_workers=n_workers, setup_s=setup_s,
-        dashboard_link=link, per_worker=per_worker,
+        dashboard_link=link, per_worker=per_worker, tasks=results, chunk_size=run.chunk_size,
     )
 
 
@@ -647,6 +656,17 @@ def _dashboard_link(cli):
         return cli.dashboard_link
     except Exception:  # noqa: BLE001
         return None
+
+
+def auto_chunk_size(n, n_positions, n_substitutions, shapes, dtype="float32"):
+    """Sequences per chunk: ~32k mutations per task, >= 8 chunks, <= 32 MiB of outputs."""
+    per_seq_mutations = max(n_positions * n_substitutions, 1)
+    per_seq_bytes = sum(per_seq_mutations * int(np.prod(s)) for s in shapes) * np.dtype(dtype).itemsize
+    size = min(math.ceil(AUTO_CHUNK_MUTATIONS / per_seq_mutations),
+               math.ceil(n / AUTO_MIN_CHUNKS),
+               AUTO_CHUNK_BYTES // max(per_seq_bytes, 1),
+               MAX_AUTO_CHUNK)
+    return max(1, int(size))
 
 
 def _positive(name, value):

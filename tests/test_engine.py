@@ -306,3 +306,12 @@ def test_failing_chunk_is_a_clear_error(tmp_path, tiny_model_path, tiny_fasta, c
               retries=1, progress=False)
     done = store.done_mask(out)
     assert not done[3]  # the chunk of sequence 7
+
+
+def test_auto_chunk_size():
+    from fastism_dist.engine import auto_chunk_size
+
+    assert auto_chunk_size(128, 400, 4, [(16,)]) == 16          # ~32k mutations per task
+    assert auto_chunk_size(10, 24, 4, [(2,)]) == 2               # at least 8 chunks
+    assert auto_chunk_size(10**5, 1000, 4, [(1000, 2), (2,)]) == 1   # <= 32 MiB per chunk
+    assert auto_chunk_size(1, 10, 4, [()]) == 1
