@@ -10,10 +10,18 @@ Layout, for a model output ``o`` of shape ``(B, *out)``::
 
     o          (seq, pos, base, o_dim_0, ...)   model output for each substitution
     o_ref      (seq, o_dim_0, ...)              reference output
+    o_alt      (seq, o_dim_0, ...)              VCF inputs only: output with the ALT allele
     done       (chunk,)                         1 where a chunk of sequences is complete
     coords     seq (ids), pos (0-based position in the input), base (letters),
-               chrom / start / end / strand (seq,) where known, ref_base (seq, pos)
-    attrs      fastism_dist_version, model_sha256, params (JSON), outputs, chunk_size
+               chrom / start / end / strand (seq,) where known, pad_left / pad_right (seq,)
+               where a window is padded, variant_pos / ref_allele / alt_allele / variant_id
+               (seq,) for VCF inputs, ref_base (seq, pos); labels of an output's own
+               dimensions where known (task names, reducer bins)
+    attrs      fastism_dist_version, model_sha256, params (JSON), outputs, chunk_size, alt
+               (True when ``o_alt`` variables exist), alt_note (VCF inputs)
+
+An output's own dimensions are ``o_dim_0, o_dim_1, ...`` unless a reducer renames or relabels
+them (``create_template(dims=...)``).
 """
 
 from __future__ import annotations
@@ -34,7 +42,11 @@ CHUNK = "chunk"
 DONE = "done"
 REF_BASE = "ref_base"
 REF_SUFFIX = "_ref"
+ALT_SUFFIX = "_alt"
 SEQ_COORDS = ("chrom", "start", "end", "strand")
+PAD_COORDS = ("pad_left", "pad_right")
+VARIANT_COORDS = ("variant_pos", "ref_allele", "alt_allele", "variant_id")
+PER_SEQ_COORDS = SEQ_COORDS + PAD_COORDS + VARIANT_COORDS
 DTYPES = ("float32", "float16")
 
 _STR = np.dtypes.StringDType()
@@ -48,6 +60,11 @@ def output_dims(name, ndim):
 def ref_name(name):
     """Variable holding the reference output of model output ``name``."""
     return f"{name}{REF_SUFFIX}"
+
+
+def alt_name(name):
+    """Variable holding the output of model output ``name`` with the VCF ALT allele applied."""
+    return f"{name}{ALT_SUFFIX}"
 
 
 def n_chunks(n_sequences, chunk_size):
@@ -125,7 +142,8 @@ def _show(value):
 
 
 def create_template(path, *, ids, positions, bases, outputs, params, model_sha256, chunk_size,
-                    coords=None, dtype="float32", overwrite=False):
+                    coords=None, dtype="float32", overwrite=False, dims=None, alt=False,
+                    attrs=None):
     """Write the store's metadata, coordinates and empty variables; no data chunks.
 
     Parameters
@@ -139,19 +157,30 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
     bases : sequence of str, length S
         Substitution labels (the ``base`` coordinate).
     outputs : dict
-        Output name -> shape of one sequence's output ``out`` (no batch dimension).
+        Output name -> shape of one sequence's stored output (no batch dimension; after any
+        reducer).
     params : dict
         The run's settings, stored as JSON in ``attrs["params"]`` and compared on resume.
     model_sha256 : str
     chunk_size : int
         Sequences per chunk (and per task).
     coords : dict, optional
-        Per-sequence arrays among ``chrom``, ``start``, ``end``, ``strand``; None or all-missing
-        arrays are left out.
+        Per-sequence arrays among ``chrom``, ``start``, ``end``, ``strand`` (genomic windows),
+        ``pad_left``, ``pad_right`` (padded rows; kept only where some window is padded) and
+        ``variant_pos``, ``ref_allele``, ``alt_allele``, ``variant_id`` (VCF inputs); other keys,
+        None and all-missing arrays are left out.
     dtype : {"float32", "float16"}
         Stored dtype of the outputs. Default is float32.
     overwrite : bool
         Replace an existing store. Default is False (an existing store is an error).
+    dims : dict, optional
+        Output name -> its own dimensions, each ``(name, size, labels or None)`` (e.g. the
+        ``Dim`` of a reducer); labels become a coordinate of that dimension. Default is
+        ``o_dim_0, o_dim_1, ...`` without labels.
+    alt : bool
+        Also create ``o_alt`` (seq, *o_dims) for every output (VCF inputs). Default is False.
+    attrs : dict, optional
+        Extra JSON-able attributes of the store.
     """
     import dask.array as da
     import xarray as xr
@@ -174,18 +203,30 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
 
     data_vars = {}
     encoding = {}
+    dim_coords = {}
+    reserved = {SEQ, POS, BASE, CHUNK, DONE, REF_BASE, *PER_SEQ_COORDS}
+    for name in outputs:
+        reserved |= {name, ref_name(name), alt_name(name)}
+    sizes = {}
     for name, shape in outputs.items():
         shape = tuple(int(d) for d in shape)
-        dims = output_dims(name, len(shape))
+        names, labels = _output_dims(name, shape, (dims or {}).get(name))
+        for dim, size in zip(names, shape):
+            if dim in reserved or sizes.setdefault(dim, size) != size:
+                raise ValueError(f"dimension {dim!r} of output {name!r} clashes with a store "
+                                 "variable or another output's dimension")
+        for dim, lab in zip(names, labels):
+            if lab is not None:
+                dim_coords[dim] = _coord_values(lab)
         data_vars[name] = (
-            (SEQ, POS, BASE) + dims,
+            (SEQ, POS, BASE) + names,
             da.full((n, w, s) + shape, np.nan, dtype=dtype, chunks=(chunks, w, s) + shape),
         )
-        data_vars[ref_name(name)] = (
-            (SEQ,) + dims,
-            da.full((n,) + shape, np.nan, dtype=dtype, chunks=(chunks,) + shape),
-        )
-        for var in (name, ref_name(name)):
+        per_seq = [ref_name(name)] + ([alt_name(name)] if alt else [])
+        for var in per_seq:
+            data_vars[var] = ((SEQ,) + names,
+                              da.full((n,) + shape, np.nan, dtype=dtype, chunks=(chunks,) + shape))
+        for var in [name] + per_seq:
             encoding[var] = {"_FillValue": np.nan, "dtype": dtype}
     data_vars[DONE] = ((CHUNK,), da.zeros((n_chunk,), dtype=np.int8, chunks=1))
 
@@ -195,8 +236,10 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
         BASE: np.asarray([str(b) for b in bases], dtype=_STR),
         REF_BASE: ((SEQ, POS), da.full((n, w), "", dtype=_STR, chunks=(chunks, w))),
     }
-    for key, values in (coords or {}).items():
-        if key not in SEQ_COORDS or values is None:
+    coords = coords or {}
+    padded = any(np.any(np.asarray(coords[k]) > 0) for k in PAD_COORDS if coords.get(k) is not None)
+    for key, values in coords.items():
+        if key not in PER_SEQ_COORDS or values is None or (key in PAD_COORDS and not padded):
             continue
         values = np.asarray(values)
         if len(values) != n:
@@ -210,16 +253,22 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
         elif values.dtype.kind in "iu" and np.all(values < 0):  # -1: unknown
             continue
         coord_vars[key] = (SEQ, values)
+    coord_vars.update(dim_coords)
     encoding[REF_BASE] = {"chunks": (chunks, w)}
 
-    attrs = {
+    all_attrs = {
         "fastism_dist_version": __version__,
         "model_sha256": str(model_sha256),
         "params": json.dumps(normalise_params(params)),
         "outputs": list(outputs),
         "chunk_size": chunk_size,
+        "alt": bool(alt),
     }
-    ds = xr.Dataset(data_vars, coords=coord_vars, attrs=attrs)
+    for key, value in (attrs or {}).items():
+        if key in all_attrs:
+            raise ValueError(f"attribute {key!r} is written by create_template itself")
+        all_attrs[key] = normalise_params(value)
+    ds = xr.Dataset(data_vars, coords=coord_vars, attrs=all_attrs)
     with warnings.catch_warnings():
         # xarray consolidates the metadata, which zarr v3 calls "not part of the specification";
         # consolidated metadata is what lets xr.open_zarr(STORE) open the store without warnings.
@@ -229,13 +278,43 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
     return path
 
 
+def _output_dims(name, shape, dims):
+    """Dimension names and labels (None: unlabelled) of output ``name`` of per-sequence ``shape``."""
+    if dims is None:
+        return output_dims(name, len(shape)), (None,) * len(shape)
+    dims = [tuple(d) + (None,) * (3 - len(tuple(d))) for d in dims]
+    if tuple(int(d[1]) for d in dims) != shape:
+        raise ValueError(f"dims of output {name!r} have sizes {[int(d[1]) for d in dims]}, "
+                         f"its shape is {shape}")
+    names = tuple(str(d[0]) for d in dims)
+    if len(set(names)) != len(names):
+        raise ValueError(f"dims of output {name!r} repeat a name: {names}")
+    labels = []
+    for d in dims:
+        if d[2] is not None and len(d[2]) != int(d[1]):
+            raise ValueError(f"dimension {d[0]!r} has {len(d[2])} labels for size {d[1]}")
+        labels.append(d[2])
+    return names, tuple(labels)
+
+
+def _coord_values(labels):
+    """Labels as a coordinate array: int64, float, or variable-width strings."""
+    values = np.asarray(labels)
+    if values.dtype.kind in "OUS":
+        return np.asarray([str(v) for v in values.tolist()], dtype=_STR)
+    return values
+
+
 def _seq_arrays(group):
     """Every array of the store whose first dimension is ``seq`` and that tasks write."""
     names = json.loads(json.dumps(group.attrs["outputs"]))
+    alt = bool(group.attrs.get("alt", False))
     arrays = {}
     for name in names:
         arrays[name] = group[name]
         arrays[ref_name(name)] = group[ref_name(name)]
+        if alt:
+            arrays[alt_name(name)] = group[alt_name(name)]
     arrays[REF_BASE] = group[REF_BASE]
     return arrays
 
@@ -267,7 +346,7 @@ def done_mask(path):
     return _open_group(path, "r")[DONE][:] == 1
 
 
-def write_chunk(path, chunk_index, ref, mut, ref_base=None):
+def write_chunk(path, chunk_index, ref, mut, ref_base=None, alt=None):
     """Write chunk ``chunk_index`` of every per-sequence variable, then mark it done.
 
     Parameters
@@ -280,16 +359,19 @@ def write_chunk(path, chunk_index, ref, mut, ref_base=None):
         Output name -> ndarray of shape (n, W, S, *out).
     ref_base : ndarray of str, shape (n, W), optional
         Reference letter at each mutated position.
+    alt : dict, optional
+        Output name -> ndarray of shape (n, *out): the output with the ALT allele. Required
+        when the store has ``o_alt`` variables.
     """
     group = _open_group(path, "r+")
     plan = chunk_plan(path)
     if not 0 <= chunk_index < len(plan):
         raise ValueError(f"chunk {chunk_index} out of range: the store has {len(plan)} chunks")
-    write_region(group, plan[chunk_index][1], ref, mut, ref_base)
+    write_region(group, plan[chunk_index][1], ref, mut, ref_base, alt)
     group[DONE][chunk_index] = 1
 
 
-def write_region(group, region, ref, mut, ref_base=None):
+def write_region(group, region, ref, mut, ref_base=None, alt=None):
     """Write ``seq[region]`` of every per-sequence variable; the region must be chunk-aligned.
 
     A region that starts or ends inside a Zarr chunk (other than at the last sequence) raises
@@ -307,12 +389,19 @@ def write_region(group, region, ref, mut, ref_base=None):
         )
     arrays = _seq_arrays(group)
     names = list(group.attrs["outputs"])
+    has_alt = bool(group.attrs.get("alt", False))
+    if alt is not None and not has_alt:
+        raise ValueError("ALT outputs given but the store has no o_alt variables")
     values = {}
     for name in names:
         if name not in ref or name not in mut:
             raise ValueError(f"no data for output {name!r}")
         values[name] = mut[name]
         values[ref_name(name)] = ref[name]
+        if has_alt:
+            if alt is None or name not in alt:
+                raise ValueError(f"no ALT data for output {name!r}")
+            values[alt_name(name)] = alt[name]
     if ref_base is not None:
         values[REF_BASE] = np.asarray(ref_base, dtype=_STR)
     for var, value in values.items():
@@ -328,7 +417,10 @@ def write_region(group, region, ref, mut, ref_base=None):
 
 
 def open_results(path, **kwargs):
-    """The store as a lazily loaded ``xarray.Dataset`` (``xr.open_zarr``)."""
+    """The store as a lazily loaded ``xarray.Dataset`` (``xr.open_zarr``), with the ``ds.ism``
+    accessor of :mod:`fastism_dist.analysis` registered."""
     import xarray as xr
+
+    import fastism_dist.analysis  # noqa: F401 - registers the ds.ism accessor
 
     return xr.open_zarr(_fspath(path), **kwargs)

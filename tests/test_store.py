@@ -177,3 +177,61 @@ def test_existing_store_needs_overwrite(tmp_path):
     store.create_template(path, ids=["a"], positions=[0], bases=list("ACGT"), outputs={"y": ()},
                           params={}, model_sha256="x", chunk_size=1, overwrite=True)
     assert store.open_results(path).sizes["seq"] == 1
+
+
+def test_reducer_dims_labels_and_alt_variables(tmp_path):
+    """Reduced outputs get their dims' names and labels; VCF runs add o_alt and allele coords."""
+    path = str(tmp_path / "s.zarr")
+    dims = {"profile": (("profile_bin", 2, np.array([0, 4])), ("profile_dim_1", 2, np.array(["a", "b"], dtype=object))),
+            "y": (("y_dim_0", 3, None),)}
+    coords = {"variant_pos": np.full(N, 12), "ref_allele": np.array(["A"] * N, dtype=object),
+              "alt_allele": np.array(["G", "T", "C", "AC", "G"], dtype=object),
+              "variant_id": np.array(["."] * N, dtype=object),
+              "pad_left": np.zeros(N, dtype=np.int64), "pad_right": np.zeros(N, dtype=np.int64)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.create_template(path, ids=[f"s{i}" for i in range(N)], positions=np.arange(W),
+                              bases=list("ACGT"), outputs={"y": (3,), "profile": (2, 2)},
+                              params={}, model_sha256="x", chunk_size=2, dims=dims, alt=True,
+                              coords=coords, attrs={"alt_note": "indels are NaN"})
+        ds = store.open_results(path)
+    assert ds["profile"].dims == ("seq", "pos", "base", "profile_bin", "profile_dim_1")
+    assert ds["profile_alt"].dims == ("seq", "profile_bin", "profile_dim_1")
+    assert list(ds["profile_bin"].values) == [0, 4] and list(ds["profile_dim_1"].values) == ["a", "b"]
+    assert "y_dim_0" not in ds.coords
+    assert list(ds["alt_allele"].values) == ["G", "T", "C", "AC", "G"]
+    assert list(ds["variant_pos"].values) == [12] * N
+    assert "variant_id" not in ds.coords and "pad_left" not in ds.coords  # all missing / unpadded
+    assert ds.attrs["alt"] is True and ds.attrs["alt_note"] == "indels are NaN"
+    assert hasattr(ds, "ism")  # open_results registers the accessor
+
+    ref = {"y": np.ones((2, 3)), "profile": np.ones((2, 2, 2))}
+    mut = {"y": np.ones((2, W, S, 3)), "profile": np.ones((2, W, S, 2, 2))}
+    with pytest.raises(ValueError, match="no ALT data"):
+        store.write_chunk(path, 0, ref, mut)
+    alt = {"y": np.full((2, 3), 5.0), "profile": np.full((2, 2, 2), np.nan)}
+    store.write_chunk(path, 0, ref, mut, alt=alt)
+    ds = store.open_results(path)
+    assert (ds["y_alt"].values[:2] == 5).all() and np.isnan(ds["y_alt"].values[2:]).all()
+    assert list(store.done_mask(path)) == [True, False, False]
+
+
+def test_padding_coords_kept_when_padded(tmp_path):
+    coords = {"chrom": np.array(["chr1"] * N, dtype=object), "start": np.array([-3, 0, 10, 20, 30]),
+              "end": np.array([-3, 0, 10, 20, 30]) + W, "strand": np.array(["+"] * N, dtype=object),
+              "pad_left": np.array([3, 0, 0, 0, 0]), "pad_right": np.zeros(N, dtype=np.int64)}
+    path = _template(str(tmp_path / "s.zarr"), coords=coords)
+    ds = store.open_results(path)
+    assert list(ds["pad_left"].values) == [3, 0, 0, 0, 0] and "pad_right" in ds.coords
+    assert list(ds["start"].values) == [-3, 0, 10, 20, 30]
+
+
+def test_bad_dims_are_refused(tmp_path):
+    kwargs = dict(ids=["a"], positions=[0], bases=list("ACGT"), outputs={"y": (2,)}, params={},
+                  model_sha256="x", chunk_size=1)
+    with pytest.raises(ValueError, match="sizes"):
+        store.create_template(str(tmp_path / "a.zarr"), dims={"y": (("y_dim_0", 3, None),)}, **kwargs)
+    with pytest.raises(ValueError, match="labels"):
+        store.create_template(str(tmp_path / "b.zarr"), dims={"y": (("t", 2, [1]),)}, **kwargs)
+    with pytest.raises(ValueError, match="clashes"):
+        store.create_template(str(tmp_path / "c.zarr"), dims={"y": (("chunk", 2, [0, 1]),)}, **kwargs)
