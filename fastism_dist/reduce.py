@@ -22,6 +22,11 @@ tasks:I+J  tracks I, J, ... (last axis) only, by index; labelled by the original
 
 On the command line, ``--reduce "profile=jsd,counts"`` reduces output ``profile`` by ``jsd`` and
 keeps ``counts`` as it is (so does any output not named): see :func:`parse_reduce`.
+
+``--tasks 0,2`` (or task names, where an output's tasks are named) keeps those entries of the
+last axis of every stored output before any reducer runs. :func:`plan_outputs` resolves both
+on the client into an :class:`OutputPlan`, whose ``apply`` the workers run on each chunk and
+whose ``dims`` label the store.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ __all__ = [
     "check_reduce",
     "apply_reduce",
     "reduced_dims",
+    "parse_tasks",
+    "OutputPlan",
+    "plan_outputs",
 ]
 
 BIN_AXIS = -2
@@ -514,3 +522,197 @@ def apply_reduce(plan, names, ref, mut):
         else:
             out[name] = reducer(r, m, output=name)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the per-run plan: tasks, then reducers
+
+
+def parse_tasks(spec):
+    """Parse a task choice such as ``"0,2"`` or ``"CTCF,1"``.
+
+    Parameters
+    ----------
+    spec : int, str, list of int or str, or None
+        Indices (along the last axis of an output) or task names; text is split at commas and
+        numbers in it become indices.
+
+    Returns
+    -------
+    list of int or str, or None
+        None for None (every task).
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        items = [t.strip() for t in spec.split(",")]
+        if not any(items):
+            raise FastISMError(f"empty task choice {spec!r}: give indices or names, e.g. 0,2")
+        if not all(items):
+            raise FastISMError(f"empty item in task choice {spec!r}")
+    elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        items = [int(spec)]
+    else:
+        items = list(spec)
+        if not items:
+            raise FastISMError("no tasks chosen")
+    out = []
+    for t in items:
+        if isinstance(t, str) and t.lstrip("-").isdigit():
+            t = int(t)
+        elif isinstance(t, bool) or not isinstance(t, (str, int, np.integer)):
+            raise FastISMError(f"a task is an index or a name, got {t!r}")
+        out.append(int(t) if isinstance(t, (int, np.integer)) else t)
+    return out
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """What is stored of each chosen model output; built by :func:`plan_outputs` on the client.
+
+    Cheap to pickle (sent to the workers once per run).
+
+    Attributes
+    ----------
+    dims : dict of str to tuple of Dim
+        Output name -> its stored dimensions (per sequence), in the order the outputs are stored.
+    tasks : dict of str to tuple of int
+        Output name -> indices kept along its last axis; outputs not in it keep every task.
+    reducers : dict of str to Reducer
+        Output name -> its reducer; outputs not in it are stored as computed.
+    """
+
+    dims: dict
+    tasks: dict
+    reducers: dict
+
+    @property
+    def outputs(self):
+        """The stored output names, in order."""
+        return list(self.dims)
+
+    @property
+    def shapes(self):
+        """Output name -> per-sequence shape as stored."""
+        return {name: tuple(d.size for d in dims) for name, dims in self.dims.items()}
+
+    def params(self):
+        """The settings that change what is stored, for the run's ``params``.
+
+        Returns
+        -------
+        dict
+            ``tasks`` (output -> kept indices) and ``reduce`` (output -> reducer spec), each None
+            when unused.
+        """
+        return {
+            "tasks": {k: [int(i) for i in v] for k, v in self.tasks.items()} or None,
+            "reduce": {k: r.spec for k, r in self.reducers.items()} or None,
+        }
+
+    def apply(self, name, ref, mut):
+        """Task selection then the reducer, on one chunk of one output.
+
+        Parameters
+        ----------
+        name : str
+        ref : ndarray of shape (B, *out)
+        mut : ndarray of shape (B, W, S, *out)
+
+        Returns
+        -------
+        Reduced
+            With the plan's dimensions of ``name``.
+        """
+        ref, mut = np.asarray(ref), np.asarray(mut)
+        idx = self.tasks.get(name)
+        if idx is not None:
+            ref = np.take(ref, np.asarray(idx), axis=-1)
+            mut = np.take(mut, np.asarray(idx), axis=-1)
+        reducer = self.reducers.get(name)
+        if reducer is not None:
+            ref, mut, _ = reducer(ref, mut, output=name)
+        return Reduced(ref, mut, self.dims[name])
+
+    def apply_one(self, name, ref, out):
+        """The plan applied to one other output per sequence (e.g. with a VCF ALT allele).
+
+        Parameters
+        ----------
+        name : str
+        ref : ndarray of shape (B, *out)
+            The reference outputs (reducers such as ``jsd`` compare with them).
+        out : ndarray of shape (B, *out)
+
+        Returns
+        -------
+        ndarray of shape (B, *stored)
+            As a mutant of ``name`` would be stored.
+        """
+        out = np.asarray(out)
+        return self.apply(name, ref, out[:, None, None]).mut[:, 0, 0]
+
+
+def plan_outputs(shapes, tasks=None, reduce=None, task_names=None):
+    """Resolve ``--tasks`` and ``--reduce`` against the chosen outputs; raises ``FastISMError``.
+
+    Parameters
+    ----------
+    shapes : dict of str to tuple of int
+        The chosen outputs (in storing order) -> per-sequence shape ``out``.
+    tasks : int, str or list, optional
+        Entries of the last axis of every output to keep: indices, or names where
+        ``task_names`` names that output's tasks (see :func:`parse_tasks`). Default is all.
+    reduce : str or dict, optional
+        A reduce spec (see :func:`parse_reduce`), applied after the task choice.
+    task_names : dict of str to list of str, optional
+        Output name -> names of its tasks (the entries of its last axis), where known; they
+        label the stored task dimension.
+
+    Returns
+    -------
+    OutputPlan
+    """
+    task_names = dict(task_names or {})
+    items = parse_tasks(tasks)
+    chosen, labels, new_shapes = {}, {}, {}
+    for name, shape in shapes.items():
+        shape = tuple(int(d) for d in shape)
+        names = task_names.get(name)
+        if names is not None:
+            names = [str(t) for t in names]
+            if not shape or len(names) != shape[-1]:
+                raise FastISMError(f"output {name!r} of shape {shape} has {len(names)} task names")
+        coords = None if names is None else np.asarray(names, dtype=object)
+        if items is not None:
+            if not shape:
+                raise FastISMError(f"--tasks chooses along the last axis of every output, but output "
+                                   f"{name!r} is a scalar; choose outputs with --outputs")
+            try:
+                idx = _task_indices(items, shape[-1], names)
+            except FastISMError as err:
+                raise FastISMError(f"output {name!r}: {err}") from None
+            if len(set(idx.tolist())) != len(idx):
+                raise FastISMError(f"output {name!r}: a task is chosen twice in {items}")
+            chosen[name] = tuple(int(i) for i in idx)
+            coords = idx if coords is None else coords[idx]
+            shape = shape[:-1] + (len(idx),)
+        labels[name] = coords
+        new_shapes[name] = shape
+    reducers = {k: r for k, r in parse_reduce(reduce).items() if r is not None}
+    dims = check_reduce(parse_reduce(reduce), new_shapes)
+    for name, shape in new_shapes.items():
+        dims[name] = _label_tasks(name, shape, dims[name], labels[name])
+    return OutputPlan(dims=dims, tasks=chosen, reducers=reducers)
+
+
+def _label_tasks(name, shape, dims, labels):
+    """Put the task labels on the last dimension where it is still the task axis."""
+    if labels is None or not shape or not dims:
+        return dims
+    track = output_dims(name, len(shape))[-1]
+    last = dims[-1]
+    if last.name != track:
+        return dims
+    coords = labels if last.coords is None else np.asarray(labels)[np.asarray(last.coords)]
+    return tuple(dims[:-1]) + (Dim(last.name, last.size, np.asarray(coords)),)

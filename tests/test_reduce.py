@@ -176,3 +176,76 @@ def test_check_and_apply_reduce():
     assert out["profile"].mut.shape == (B, W, S, T)
     assert out["counts"].mut is not None and out["counts"].mut.shape == (B, W, S, T)
     np.testing.assert_array_equal(out["counts"].ref, cref)
+
+
+# ---- the per-run plan: --tasks then --reduce ------------------------------------------------------
+
+
+def test_parse_tasks():
+    assert rd.parse_tasks(None) is None
+    assert rd.parse_tasks("0, 2") == [0, 2]
+    assert rd.parse_tasks("CTCF,-1") == ["CTCF", -1]
+    assert rd.parse_tasks(1) == [1]
+    assert rd.parse_tasks(["a", 3]) == ["a", 3]
+    for bad, message in ((" ", "empty task choice"), ("0,,1", "empty item"), ([], "no tasks"),
+                         ([1.5], "index or a name")):
+        with pytest.raises(FastISMError, match=message):
+            rd.parse_tasks(bad)
+
+
+def test_plan_outputs_tasks_then_reducer():
+    shapes = {"profile": (L_OUT, 4), "counts": (4,)}
+    names = {"profile": ["a+", "a-", "b+", "b-"]}
+    plan = rd.plan_outputs(shapes, tasks="2,0", reduce="profile=bins:4", task_names=names)
+    assert plan.outputs == ["profile", "counts"]
+    assert plan.shapes == {"profile": (3, 2), "counts": (2,)}
+    prof = plan.dims["profile"]
+    assert [d.name for d in prof] == ["profile_bin", "profile_dim_1"]
+    assert list(prof[1].coords) == ["b+", "a+"] and list(prof[0].coords) == [0, 4, 8]
+    assert list(plan.dims["counts"][0].coords) == [2, 0]  # no names: the original indices
+    assert plan.params() == {"tasks": {"profile": [2, 0], "counts": [2, 0]},
+                             "reduce": {"profile": "bins:4"}}
+
+    rng = np.random.default_rng(0)
+    ref, mut = rng.normal(size=(B, L_OUT, 4)), rng.normal(size=(B, W, S, L_OUT, 4))
+    got = plan.apply("profile", ref, mut)
+    np.testing.assert_allclose(got.mut, rd.bin_sums(mut[..., [2, 0]], 4))
+    np.testing.assert_allclose(got.ref, rd.bin_sums(ref[..., [2, 0]], 4))
+    alt = rng.normal(size=(B, L_OUT, 4))
+    np.testing.assert_allclose(plan.apply_one("profile", ref, alt), rd.bin_sums(alt[..., [2, 0]], 4))
+    cref, cmut = rng.normal(size=(B, 4)), rng.normal(size=(B, W, S, 4))
+    np.testing.assert_array_equal(plan.apply("counts", cref, cmut).mut, cmut[..., [2, 0]])
+
+
+def test_plan_outputs_names_and_jsd_labels():
+    plan = rd.plan_outputs({"profile": (L_OUT, 2)}, tasks="b", reduce="profile=jsd",
+                           task_names={"profile": ["a", "b"]})
+    assert plan.dims["profile"] == (rd.Dim("profile_dim_1", 1, plan.dims["profile"][0].coords),)
+    assert list(plan.dims["profile"][0].coords) == ["b"]
+    ref, mut = chunk()
+    np.testing.assert_allclose(plan.apply("profile", ref, mut).mut,
+                               rd.jsd(mut[..., [1]], ref[:, None, None, :, [1]]))
+    # the tasks reducer relabels through the chosen tasks
+    plan = rd.plan_outputs({"y": (3,)}, tasks=[2, 1], reduce="y=tasks:1")
+    assert list(plan.dims["y"][0].coords) == [1]
+    plain = rd.plan_outputs({"y": (3,), "z": ()})
+    assert plain.params() == {"tasks": None, "reduce": None}
+    assert plain.dims["y"] == (rd.Dim("y_dim_0", 3),) and plain.dims["z"] == ()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(tasks="x"), "output 'y': task 'x' is not an index and the tasks have no names"),
+    (dict(tasks="5"), "output 'y': task index 5 out of range"),
+    (dict(tasks="1,1"), "chosen twice"),
+    (dict(tasks="0", shapes={"y": (3,), "s": ()}), "'s' is a scalar"),
+    (dict(tasks="c", task_names={"y": ["a", "b", "c"]}, shapes={"y": (3,), "z": (3,)}),
+     "output 'z': task 'c' is not an index"),
+    (dict(reduce="y=jsd"), "'y' has shape"),
+    (dict(reduce="q=total"), "names output 'q'"),
+    (dict(task_names={"y": ["a"]}), "has 1 task names"),
+])
+def test_plan_outputs_errors_are_one_line(kwargs, message):
+    shapes = kwargs.pop("shapes", {"y": (3,)})
+    with pytest.raises(FastISMError, match=message) as err:
+        rd.plan_outputs(shapes, **kwargs)
+    assert "\n" not in str(err.value)
