@@ -107,6 +107,7 @@ def measure(seq_len, window, n_attention, method, n_seqs=2, repeats=3, batch_siz
         note += "; " + ", ".join(f"{k}={v}" for k, v in sorted(fast_options.items()))
     return {"seconds": timing["seconds"], "times": timing["times"],
             "warmup_s": timing["warmup_s"], "s_per_100": timing["seconds"] * 100.0 / n_seqs,
+            "cpu_s_per_100": timing["cpu_seconds"] * 100.0 / n_seqs,
             "setup_s": setup_s, "batch_size": ism.batch_size,
             "n_mutations": int(n_seqs * (end - start) * 3),
             "peak_rss_mb": common.peak_rss_mb(), "peak_delta_mb": timing["peak_delta_mb"],

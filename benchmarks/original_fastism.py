@@ -120,6 +120,7 @@ def main(spec):
 
     return {
         "seconds": timing["seconds"],
+        "cpu_seconds": timing["cpu_seconds"],
         "times": timing["times"],
         "warmup_s": timing["warmup_s"],
         "setup_s": setup_s,

@@ -69,6 +69,8 @@ COLUMNS = [
     ("n_seqs", "N", ""),
     ("s_per_100", "s / 100 seqs", ".2f"),
     ("speedup", "speedup vs naive", ".2f"),
+    ("cpu_s_per_100", "CPU s / 100 seqs", ".2f"),
+    ("cpu_speedup", "CPU-time speedup", ".2f"),
     ("bound", "FLOP bound", ".1f"),
     ("frac_bound", "% of bound", ".0%"),
     ("peak_rss_mb", "peak RSS MB", ".0f"),
@@ -158,6 +160,7 @@ def measure(model, seq_len, method, n_seqs=10, repeats=3, batch_size=None, model
         "times": timing["times"],
         "warmup_s": timing["warmup_s"],
         "s_per_100": timing["seconds"] * 100.0 / n_seqs,
+        "cpu_s_per_100": timing["cpu_seconds"] * 100.0 / n_seqs,
         "setup_s": setup_s,
         "peak_delta_mb": timing["peak_delta_mb"],
         "peak_rss_mb": common.peak_rss_mb(),
@@ -375,6 +378,8 @@ def run_original(model_name, seq_len, mode, venv, n_seqs, repeats, model_kwargs=
                                      env={"TF_USE_LEGACY_KERAS": "1"})
     if "seconds" in result:
         result["s_per_100"] = result["seconds"] * 100.0 / n_seqs
+        if "cpu_seconds" in result:
+            result["cpu_s_per_100"] = result["cpu_seconds"] * 100.0 / n_seqs
         result["n_mutations"] = int(n_seqs * seq_len * 3)
     return result
 
@@ -526,6 +531,8 @@ def _add_ratios(group, bound):
             row["speedup"] = naive["s_per_100"] / row["s_per_100"]
             if row.get("bound") and row["method"] in ISM_METHODS:
                 row["frac_bound"] = row["speedup"] / row["bound"]
+        if naive is not None and row.get("cpu_s_per_100") and naive.get("cpu_s_per_100"):
+            row["cpu_speedup"] = naive["cpu_s_per_100"] / row["cpu_s_per_100"]
 
 
 if __name__ == "__main__":
