@@ -96,3 +96,17 @@ def test_padded_size_buckets():
     for n in range(1, 513):
         size = padded_size(n, 512)
         assert n <= size <= 512 and (size == 16 or size <= 1.5 * n or size == 512)
+
+
+def test_legacy_tf_keras_h5_file():
+    """A model saved by tf-keras (Keras 2) loads with identical predictions and exact ISM."""
+    import os
+
+    data = os.path.join(os.path.dirname(__file__), "data")
+    saved = np.load(os.path.join(data, "tiny_tf_keras.npz"))
+    path = os.path.join(data, "tiny_tf_keras.h5")
+    ism = FastISM(path, check=True)
+    got = ism(saved["x"])
+    np.testing.assert_allclose(got.ref[0], saved["y"], rtol=1e-5, atol=1e-6)
+    want = explicit_ism(ism.model, saved["x"])
+    assert_close(got.ref + got.mut, want[0] + want[1])
