@@ -6,7 +6,9 @@ larger than memory. For a model output ``o`` the store holds::
 
     o       (seq, pos, base, *o_dims)    output with position pos replaced by base
     o_ref   (seq, *o_dims)               reference output
-    coords  ref_base (seq, pos); chrom / start / end / strand (seq,) where known
+    o_alt   (seq, *o_dims)               VCF inputs: output with the ALT allele (NaN for indels)
+    coords  ref_base (seq, pos); chrom / start / end / strand (seq,) where known;
+            pad_left / pad_right (seq,) where windows run off a chromosome end
 
 ``o_dims`` are the output's own dimensions (``o_dim_0``, ... or labelled ones left by a reducer);
 ``task`` arguments choose along them.
@@ -41,6 +43,7 @@ __all__ = [
     "top_positions",
     "top_window",
     "genomic_coordinate",
+    "variant_effect",
     "ISMAccessor",
 ]
 
@@ -330,7 +333,9 @@ def genomic_coordinate(ds):
     DataArray of int64, shape (seq, pos)
         0-based: ``start + pos`` on ``+`` / ``.`` strands, ``end - 1 - pos`` on ``-`` (the
         sequence was reverse-complemented); ``-1`` where the sequence has no known coordinates
-        (no ``chrom`` / ``start`` in the store, an empty ``chrom`` or a negative ``start``).
+        (no ``start`` in the store, an empty ``chrom``, or a negative ``start`` where the store
+        has no ``chrom``), at positions padded in off a chromosome end (``pad_left`` /
+        ``pad_right``, counted in sequence order) and at any negative coordinate.
     """
     like = next((ds[n] for n in output_names(ds)), None)
     pos = ds[POS].astype(np.int64)
@@ -344,14 +349,47 @@ def genomic_coordinate(ds):
             minus = ds["strand"] == "-"
         else:
             minus = xr.zeros_like(start, dtype=bool)
-        known = start >= 0
-        if "chrom" in ds.variables:
-            known = known & (ds["chrom"] != "")
+        if "chrom" in ds.variables:  # a window may start before a chromosome (then padded)
+            known = ds["chrom"] != ""
+        else:
+            known = start >= 0
+        if "pad_left" in ds.variables:
+            known = known & (pos >= ds["pad_left"])
+        if "pad_right" in ds.variables:
+            known = known & (pos < (end - start) - ds["pad_right"])
         coord = xr.where(minus, end - 1 - pos, start + pos)
-        out = xr.where(known, coord, -1).astype(np.int64)
+        out = xr.where(known & (coord >= 0), coord, -1).astype(np.int64)
     out = out.transpose(SEQ, POS)
     out = _lazy(out, like if like is not None else out)
     out.name = "genomic_coordinate"
+    return out
+
+
+def variant_effect(ds, output=None, task=None):
+    """Effect of each sequence's VCF ALT allele: ``o_alt - o_ref``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A store scored from a VCF (it holds ``o_alt``).
+    output : str, optional
+        Default is the only output.
+    task : int, str or dict, optional
+        Choose along the output's own dimensions (see :func:`select_task`). Default keeps all.
+
+    Returns
+    -------
+    DataArray of shape (seq, *o_dims)
+        At least float32; NaN for indels. For a reducer that compares with the reference
+        (``jsd``) ``o_ref`` is 0 and this is the stored distance itself.
+    """
+    name = _output(ds, output)
+    alt = f"{name}_alt"
+    if alt not in ds.data_vars:
+        raise FastISMError(f"the dataset has no {alt!r}: ALT outputs are stored for VCF inputs only")
+    ref = _float(ds[f"{name}{REF_SUFFIX}"])
+    out = _lazy(select_task(_float(ds[alt]), task) - select_task(ref, task), ref)
+    out.name = f"{name}_variant_effect"
     return out
 
 
@@ -394,6 +432,10 @@ class ISMAccessor:
     def genomic_coordinate(self):
         """See :func:`fastism_dist.analysis.genomic_coordinate`."""
         return genomic_coordinate(self._ds)
+
+    def variant_effect(self, output=None, task=None):
+        """See :func:`fastism_dist.analysis.variant_effect`."""
+        return variant_effect(self._ds, output, task)
 
     def plot(self, seq, output=None, task=None, window=None, ax=None):
         """See :func:`fastism_dist.plot.plot_ism`."""
