@@ -82,7 +82,14 @@ def add_score_parser(subparsers):
     run.add_argument("--method", choices=["fast", "naive"], default="fast",
                      help="ISM executor (default: fast)")
     run.add_argument("--outputs", metavar="NAMES",
-                     help="comma-separated model outputs to store (default: all)")
+                     help="comma-separated model outputs (names or indices) to store (default: all)")
+    run.add_argument("--tasks", metavar="I|NAME[,..]",
+                     help="keep only these entries of the last axis of every stored output: "
+                          "indices, or names where the model names its tasks (default: all)")
+    run.add_argument("--reduce", metavar="SPEC",
+                     help="reduce outputs on the workers before writing, e.g. profile=jsd,counts or "
+                          "profile=total, profile=bins:10; reducers: total, logsum, jsd, bins:N, "
+                          "tasks:I+J (default: store the outputs as computed)")
     run.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                      help="stored dtype (default: float32)")
     run.add_argument("--overwrite", action="store_true",
@@ -139,7 +146,8 @@ def run_score(args):
         method=args.method, genome=args.genome, outputs=args.outputs, dtype=args.dtype,
         overwrite=args.overwrite, safe_mode=not args.unsafe_model, security=security,
         progress=not args.quiet, retries=args.retries, resize=args.resize,
-        skip_mismatches=args.skip_mismatches, alphabet=args.alphabet,
+        skip_mismatches=args.skip_mismatches, alphabet=args.alphabet, tasks=args.tasks,
+        reduce=args.reduce,
     )
     return 0
 

@@ -6,6 +6,10 @@ to every worker with the model path and the sequence source (where the sequences
 arrays); it loads the model and builds the ISM executor once per worker. A task carries only its
 chunk index and row range: the worker reads its own rows, runs ISM, writes its chunk's region of
 the store and then marks the chunk done. A rerun with the same parameters skips done chunks.
+
+Before writing, the worker applies the run's ``reduce.OutputPlan`` (``--tasks``, ``--reduce``)
+to its chunk, so only the reduced arrays travel to the store; for a VCF input it also makes one
+batched model call on the windows with each ALT allele in place (``o_alt``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +44,7 @@ AUTO_MIN_CHUNKS = 8
 AUTO_CHUNK_BYTES = 32 * 2**20
 MAX_AUTO_CHUNK = 256
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+MAX_SKIPPED_LISTED = 1000  # skipped VCF records listed in the store's attrs
 
 
 def executor_class(method):
@@ -83,14 +89,22 @@ class ISMWorkerPlugin(WorkerPlugin):
     bases : list of str
         Letters of the substitutions (for ``ref_base``).
     run_id : str
+    output_plan : OutputPlan, optional
+        Task choice and reducers applied to each chunk before it is written (``reduce.py``).
+        Default stores the outputs as computed.
+    alt : bool
+        Also store each sequence's output with its VCF ALT allele (``source.variants()``).
     """
 
     name = PLUGIN_NAME
     idempotent = False
 
     def __init__(self, model, method, start, end, batch_size=None, safe_mode=True,
-                 source=None, store=None, outputs=None, bases=None, run_id=None):
+                 source=None, store=None, outputs=None, bases=None, run_id=None,
+                 output_plan=None, alt=False):
         self.model = model
+        self.output_plan = output_plan
+        self.alt = bool(alt)
         self.source = source
         self.store = store
         self.outputs = outputs
@@ -104,11 +118,15 @@ class ISMWorkerPlugin(WorkerPlugin):
         self.name = f"{PLUGIN_NAME}-{self.run_id}"
         self.executor = None
         self._lock = None
+        self._predict = None
+        self._variants = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["executor"] = None
         state["_lock"] = None
+        state["_predict"] = None
+        state["_variants"] = None
         return state
 
     def setup(self, worker=None):
@@ -131,6 +149,50 @@ class ISMWorkerPlugin(WorkerPlugin):
 
     def teardown(self, worker=None):
         self.executor = None
+        self._predict = None
+        self._variants = None
+
+    def _call_model(self, x):
+        """The executor's model on ``x`` (B, L, C): list of float32 arrays, one per output."""
+        if self._predict is None:
+            import tensorflow as tf
+
+            model = self.executor.model
+
+            @tf.function(reduce_retracing=True)
+            def predict(inputs):
+                return model(inputs, training=False)
+
+            self._predict = predict
+        from keras import tree
+
+        return [np.asarray(o, dtype=np.float32) for o in tree.flatten(self._predict(x))]
+
+    def _alt_outputs(self, x, rows, names, ref):
+        """Outputs of the chunk's sequences with their VCF ALT allele; NaN where not applicable.
+
+        One batched model call on the windows of the SNVs and same-length MNVs; indels (and
+        any allele that does not fit in the window) stay NaN. The output plan is applied as to
+        the mutants, against ``ref`` (the raw reference outputs).
+        """
+        if self._variants is None:  # per-sequence alleles of the whole source, read once
+            self._variants = self.source.variants()
+        x_alt, ok = apply_variants(x, self._variants, rows, self.source.alphabet)
+        plan = self.output_plan
+        out = {}
+        raw = self._call_model(x_alt[ok]) if ok.any() else None
+        for k, name in enumerate(names):
+            if name not in ref:
+                continue
+            shape = plan.shapes[name] if plan is not None else tuple(ref[name].shape[1:])
+            values = np.full((len(x),) + tuple(shape), np.nan, dtype=np.float32)
+            if raw is not None:
+                got = raw[k]
+                if plan is not None:
+                    got = plan.apply_one(name, ref[name][ok], got)
+                values[ok] = got
+            out[name] = values
+        return out
 
     def run_chunk(self, chunk_index, rows):
         """Read rows ``rows`` (a slice) of the source, run ISM and write chunk ``chunk_index``."""
@@ -143,12 +205,21 @@ class ISMWorkerPlugin(WorkerPlugin):
             t_ism = time.perf_counter()
             res = self.executor(x)
             t_ism = time.perf_counter() - t_ism
-        names = self.executor.output_names
-        ref = {n: res.ref[k] for k, n in enumerate(names) if n in outputs}
-        mut = {n: res.mut[k] for k, n in enumerate(names) if n in outputs}
+            names = self.executor.output_names
+            raw_ref = {n: res.ref[k] for k, n in enumerate(names) if n in outputs}
+            alt = self._alt_outputs(x, rows, names, raw_ref) if self.alt else None
+        ref, mut = {}, {}
+        for k, n in enumerate(names):
+            if n not in outputs:
+                continue
+            if self.output_plan is None:
+                ref[n], mut[n] = res.ref[k], res.mut[k]
+            else:
+                ref[n], mut[n], _ = self.output_plan.apply(n, res.ref[k], res.mut[k])
+        del res
         spec = self.executor.spec
         window = x[:, spec.start:spec.end]
-        zstore.write_chunk(self.store, chunk_index, ref, mut, reference_letters(window, bases))
+        zstore.write_chunk(self.store, chunk_index, ref, mut, reference_letters(window, bases), alt)
         return {
             "chunk": chunk_index,
             "sequences": int(len(x)),
@@ -188,6 +259,47 @@ def reference_letters(window, bases):
     onehot = (np.sum(window == 1, axis=-1) == 1) & (np.sum(window == 0, axis=-1) == window.shape[-1] - 1)
     letters = np.asarray(list(bases) + ["N"], dtype=object)
     return letters[np.where(onehot, np.argmax(window, axis=-1), len(bases))]
+
+
+def apply_variants(x, variants, rows, alphabet):
+    """The windows of ``x`` with each sequence's VCF ALT allele in place of its REF allele.
+
+    Parameters
+    ----------
+    x : ndarray of shape (B, L, C)
+        The sequences ``rows`` of the source, as read.
+    variants : dict
+        ``source.variants()``: per sequence ``variant_pos``, ``ref``, ``alt`` (N of them).
+    rows : slice
+        Which sequences of the source ``x`` holds.
+    alphabet : str
+
+    Returns
+    -------
+    x_alt : ndarray of shape (B, L, C)
+        A copy of ``x`` with ALT written over REF at ``variant_pos`` where ``ok``.
+    ok : ndarray of bool, shape (B,)
+        True for SNVs and same-length MNVs that fit in the window; False for indels (REF and
+        ALT of different lengths), whose ALT output is not computed.
+    """
+    from fastism_dist.sequences import one_hot
+
+    x_alt = np.array(x, dtype=np.float32, copy=True)
+    pos = np.asarray(variants["variant_pos"])[rows]
+    refs = np.asarray(variants["ref"], dtype=object)[rows]
+    alts = np.asarray(variants["alt"], dtype=object)[rows]
+    ok = np.zeros(len(x), dtype=bool)
+    for i, (p, r, a) in enumerate(zip(pos.tolist(), refs.tolist(), alts.tolist())):
+        if len(r) != len(a) or not a or p < 0 or p + len(a) > x.shape[1]:
+            continue
+        x_alt[i, p:p + len(a)] = one_hot(a, alphabet)
+        ok[i] = True
+    return x_alt, ok
+
+
+def count_indels(variants):
+    """Number of variants whose REF and ALT differ in length (their ALT output is NaN)."""
+    return sum(len(r) != len(a) for r, a in zip(variants["ref"], variants["alt"]))
 
 
 def count_mutations(window, substitutions):
@@ -268,8 +380,12 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
           chunk_size=None, batch_size=None, start=0, end=None, method="fast", genome=None,
           outputs=None, dtype="float32", overwrite=False, safe_mode=True, security=None,
           client=None, progress=True, retries=DEFAULT_RETRIES, resize=False,
-          skip_mismatches=False, alphabet="ACGT"):
+          skip_mismatches=False, alphabet="ACGT", tasks=None, reduce=None):
     """Saturation mutagenesis of every sequence in ``input`` on a Dask cluster, into ``out``.
+
+    For a VCF input the store also holds, per sequence, each output with the ALT allele in
+    place of REF (``o_alt``; NaN for indels) and the alleles (``variant_pos``, ``ref_allele``,
+    ``alt_allele``).
 
     Parameters
     ----------
@@ -301,7 +417,14 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
     genome : str, optional
         Genome FASTA for BED / VCF inputs.
     outputs : list of str or str, optional
-        Model outputs to store (names, or one comma-separated string). Default is all.
+        Model outputs to store (names or indices, or one comma-separated string). Default is all.
+    tasks : int, str or list, optional
+        Keep only these entries of the last axis of every stored output: indices, or task names
+        where the output's layer (or the model) has a ``task_names`` attribute. Default is all.
+    reduce : str or dict, optional
+        Reducers applied on the workers before writing, e.g. ``"profile=jsd"`` or
+        ``{"profile": "bins:10"}`` (see ``fastism_dist.reduce``). Default stores the outputs
+        as computed.
     dtype : {"float32", "float16"}
         Stored dtype. Default is float32.
     overwrite : bool
@@ -328,7 +451,8 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
     run = plan_run(model, input, out, chunk_size=chunk_size, batch_size=batch_size, start=start,
                    end=end, method=method, genome=genome, outputs=outputs, dtype=dtype,
                    overwrite=overwrite, safe_mode=safe_mode, resize=resize,
-                   skip_mismatches=skip_mismatches, alphabet=alphabet)
+                   skip_mismatches=skip_mismatches, alphabet=alphabet, tasks=tasks,
+                   reduce=reduce)
     _check_settings(workers, threads_per_worker, retries)
     if run.resume:
         n_chunks = len(zstore.done_mask(run.out))
@@ -368,7 +492,7 @@ class RunPlan:
     start: int
     end: int
     bases: list
-    outputs: dict  # name -> shape of one sequence's output, the stored outputs only
+    outputs: dict  # name -> shape of one sequence's output as stored (after any reducer)
     params: dict
     model_sha256: str
     model_ref: object  # path or .keras bytes, for the workers
@@ -379,11 +503,15 @@ class RunPlan:
     dtype: str = "float32"
     state: str = "absent"
     resume: bool = False
+    output_plan: object = None  # reduce.OutputPlan: task choice, reducers, stored dims
+    alt: bool = False  # VCF input: also store each output with the ALT allele
+    attrs: dict = field(default_factory=dict)  # extra store attributes
 
 
 def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=None,
              method="fast", genome=None, outputs=None, dtype="float32", overwrite=False,
-             safe_mode=True, resize=False, skip_mismatches=False, alphabet="ACGT"):
+             safe_mode=True, resize=False, skip_mismatches=False, alphabet="ACGT", tasks=None,
+             reduce=None):
     """Validate a run and compare it with an existing store; touches nothing. Returns a RunPlan.
 
     Raises ``FastISMError`` subclasses for bad settings, models, inputs, and (without
@@ -409,7 +537,12 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
                          f"{len(keras_model.inputs)} inputs")
     spec = make_mutation_spec(seq.length, seq.channels, start, end)
     shapes = _output_shapes(keras_model, seq)
-    selected = _select_outputs(output_names(keras_model), outputs)
+    names = output_names(keras_model)
+    selected = _select_outputs(names, outputs)
+    from fastism_dist.reduce import plan_outputs
+
+    oplan = plan_outputs({k: shapes[k] for k in selected}, tasks=tasks, reduce=reduce,
+                         task_names=task_names(keras_model, selected))
     source = _open_source(input, genome, seq.length, resize, skip_mismatches, alphabet)
     n = len(source)
     if n == 0:
@@ -421,6 +554,23 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
     if getattr(source, "length", seq.length) != seq.length:
         raise InputError(f"{_describe(input)}: sequences have length {source.length}, the model "
                          f"expects {seq.length}")
+    variants = _source_variants(source)
+    alt = variants is not None
+    attrs = {}
+    skipped = list(getattr(source, "skipped", None) or [])
+    if skipped:  # VCF records not scored (symbolic, REF mismatch with --skip-mismatches, ...)
+        attrs["skipped_records"] = skipped[:MAX_SKIPPED_LISTED]
+        attrs["n_skipped_records"] = len(skipped)
+    if alt:
+        _check_alt_names(selected)
+        attrs["alt_note"] = _alt_note(variants, selected)
+        n_indels = count_indels(variants)
+        if n_indels:
+            from fastism_dist.sequences import SequenceWarning
+
+            warnings.warn(f"{_describe(input)}: {n_indels} of {n} variant(s) are indels (REF and "
+                          "ALT of different lengths); their ALT outputs (<output>_alt) are stored "
+                          "as NaN", SequenceWarning, stacklevel=3)
 
     state = zstore.store_state(out)
     if state == "other":
@@ -433,7 +583,7 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
         chunk_size = int(zstore._open_group(out).attrs["chunk_size"])
     if chunk_size is None:
         chunk_size = auto_chunk_size(n, spec.n_positions, len(spec.substitutions),
-                                     [shapes[k] for k in selected], dtype)
+                                     list(oplan.shapes.values()), dtype)
     model_sha = model_sha256(model, keras_model)
     params = {
         "model_sha256": model_sha,
@@ -450,6 +600,8 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
         "end": spec.end,
         "method": method,
         "outputs": selected,
+        **oplan.params(),
+        "alt": True if alt else None,
         "dtype": dtype,
         "chunk_size": int(chunk_size),
     }
@@ -457,10 +609,10 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
         zstore.check_params(out, params)
     return RunPlan(
         out=out, source=source, n_sequences=n, positions=spec.positions, start=spec.start,
-        end=spec.end, bases=bases, outputs={k: shapes[k] for k in selected}, params=params,
+        end=spec.end, bases=bases, outputs=oplan.shapes, params=params,
         model_sha256=model_sha, model_ref=_model_for_workers(model, keras_model), method=method,
         batch_size=batch_size, safe_mode=safe_mode, chunk_size=int(chunk_size), dtype=dtype,
-        state=state, resume=resume,
+        state=state, resume=resume, output_plan=oplan, alt=alt, attrs=attrs,
     )
 
 
@@ -477,7 +629,8 @@ def _execute(cli, run, retries, progress, where):
             run.out, ids=list(run.source.ids), positions=run.positions, bases=run.bases,
             outputs=run.outputs, params=run.params, model_sha256=run.model_sha256,
             chunk_size=run.chunk_size, coords=_source_coords(run.source), dtype=run.dtype,
-            overwrite=run.state != "absent",
+            overwrite=run.state != "absent", dims=run.output_plan.dims if run.output_plan else None,
+            alt=run.alt, attrs=run.attrs,
         )
     plan = zstore.chunk_plan(run.out)
     done = zstore.done_mask(run.out)
@@ -485,7 +638,8 @@ def _execute(cli, run, retries, progress, where):
     run_id = uuid.uuid4().hex[:12]
     plugin = ISMWorkerPlugin(run.model_ref, run.method, run.start, run.end, run.batch_size,
                              run.safe_mode, source=run.source, store=run.out,
-                             outputs=list(run.outputs), bases=run.bases, run_id=run_id)
+                             outputs=list(run.outputs), bases=run.bases, run_id=run_id,
+                             output_plan=run.output_plan, alt=run.alt)
     t_setup = time.perf_counter()
     cli.register_plugin(plugin)  # loads the model and builds the executor on every worker
     setup_s = time.perf_counter() - t_setup
@@ -699,15 +853,15 @@ def _output_shapes(model, seq):
 
 def _select_outputs(names, outputs):
     reserved = {zstore.SEQ, zstore.POS, zstore.BASE, zstore.CHUNK, zstore.DONE, zstore.REF_BASE,
-                *zstore.SEQ_COORDS}
+                *zstore.PER_SEQ_COORDS}
     if len(set(names)) != len(names):
         raise ModelError(f"the model's output names are not unique: {names}")
     if outputs is None:
         selected = list(names)
     else:
-        if isinstance(outputs, str):
-            outputs = [o.strip() for o in outputs.split(",") if o.strip()]
-        selected = list(dict.fromkeys(outputs))
+        if isinstance(outputs, (str, int, np.integer)):
+            outputs = [o.strip() for o in str(outputs).split(",") if o.strip()]
+        selected = list(dict.fromkeys(_output_by_index(names, o) for o in outputs))
         unknown = [o for o in selected if o not in names]
         if unknown or not selected:
             raise ModelError(f"unknown output(s) {unknown or outputs}; the model's outputs are {names}")
@@ -717,6 +871,67 @@ def _select_outputs(names, outputs):
             raise ModelError(f"model output {name!r} clashes with a store variable name; "
                              "rename the output layer")
     return selected
+
+
+def _output_by_index(names, output):
+    """``output`` itself, or the name of output number ``output`` (an int or digits)."""
+    if isinstance(output, str) and output in names:
+        return output
+    text = str(output)
+    if not isinstance(output, bool) and text.isdigit() and int(text) < len(names):
+        return names[int(text)]
+    return output
+
+
+def _check_alt_names(selected):
+    for name in selected:
+        if zstore.alt_name(name) in selected:
+            raise ModelError(f"model output {zstore.alt_name(name)!r} clashes with the ALT output "
+                             f"of {name!r} stored for VCF inputs; rename the output layer")
+
+
+def _alt_note(variants, selected):
+    n_indels = count_indels(variants)
+    names = ", ".join(zstore.alt_name(o) for o in selected)
+    note = (f"{names}: the model output with the VCF ALT allele written over REF at variant_pos "
+            "(SNVs and same-length MNVs), reduced like the mutants")
+    if n_indels:
+        note += (f"; {n_indels} indel(s) (REF and ALT of different lengths) are NaN: an indel "
+                 "changes the window length, which a fixed-length model cannot score exactly")
+    return note
+
+
+def task_names(model, outputs):
+    """Output name -> names of its tasks (its last axis), where the model says them.
+
+    From a ``task_names`` attribute of the model (a dict output -> list of names) or of the
+    layer that makes an output (a list). Keras does not save such attributes in ``.keras``
+    files unless the layer's config carries them.
+    """
+    from fastism_dist.spec import output_names
+
+    found = {}
+    on_model = getattr(model, "task_names", None)
+    if isinstance(on_model, dict):
+        found.update({str(k): list(v) for k, v in on_model.items() if str(k) in outputs})
+    for name, tensor in zip(output_names(model), model.outputs):
+        if name not in outputs or name in found:
+            continue
+        layer = getattr(getattr(tensor, "_keras_history", None), "operation", None)
+        names = getattr(layer, "task_names", None)
+        if names is not None and not isinstance(names, (str, dict)):
+            found[name] = [str(t) for t in names]
+    return found
+
+
+def _source_variants(source):
+    variants = getattr(source, "variants", None)
+    if variants is None:
+        return None
+    try:
+        return variants() if callable(variants) else variants
+    except Exception:  # noqa: BLE001 - variants are optional metadata
+        return None
 
 
 def _open_source(input, genome, length, resize, skip_mismatches, alphabet):
@@ -796,10 +1011,14 @@ def _model_for_workers(model, keras_model):
 
 
 def _source_coords(source):
+    """Per-sequence coordinates for the store: genomic windows, padding and VCF alleles."""
     coords = getattr(source, "coords", None)
-    if coords is None:
-        return None
     try:
-        return coords() if callable(coords) else coords
+        coords = dict((coords() if callable(coords) else coords) or {})
     except Exception:  # noqa: BLE001 - coordinates are optional metadata
-        return None
+        coords = {}
+    variants = _source_variants(source)
+    if variants is not None:
+        coords.update(variant_pos=variants["variant_pos"], ref_allele=variants["ref"],
+                      alt_allele=variants["alt"], variant_id=variants.get("vcf_id"))
+    return coords or None

@@ -4,6 +4,7 @@ Tiny models (24 bp), a dozen sequences at most. Most tests share one 2-worker cl
 tests about the number of workers or about killing a worker start their own.
 """
 
+import json
 import os
 import signal
 import threading
@@ -15,7 +16,7 @@ import pytest
 from conftest import LENGTH, random_letters, write_fasta
 from fastism_dist import NaiveISM, open_results, store
 from fastism_dist.engine import score
-from fastism_dist.errors import InputError, ModelError, StoreMismatchError
+from fastism_dist.errors import FastISMError, InputError, ModelError, StoreMismatchError
 from fastism_dist.sequences import open_sequences
 
 pytestmark = pytest.mark.cluster
@@ -315,3 +316,88 @@ def test_auto_chunk_size():
     assert auto_chunk_size(10, 24, 4, [(2,)]) == 2               # at least 8 chunks
     assert auto_chunk_size(10**5, 1000, 4, [(1000, 2), (2,)]) == 1   # <= 32 MiB per chunk
     assert auto_chunk_size(1, 10, 4, [()]) == 1
+
+
+# ---- reducers and task choice on the workers -------------------------------------------------------
+
+BPNET_LENGTH = 64
+
+
+@pytest.fixture(scope="module")
+def bpnet_path(tmp_path_factory):
+    """Tiny BPNet: conv1 k25 -> 3 residual dilated convs -> profile (64, 4) and counts (2,)."""
+    from fastism_dist.models import bpnet
+
+    path = str(tmp_path_factory.mktemp("bpnet") / "bpnet.keras")
+    bpnet(seq_len=BPNET_LENGTH, filters=4, n_dilated=3, seed=0).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bpnet_fasta(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bpnet_in") / "in.fa"
+    return write_fasta(path, random_letters(3, BPNET_LENGTH, seed=9))
+
+
+@pytest.mark.parametrize("spec", ["profile=jsd", "profile=total"])
+def test_reduce_on_workers(tmp_path, bpnet_path, bpnet_fasta, client, spec):
+    from fastism_dist import reduce as rd
+
+    out = str(tmp_path / "out.zarr")
+    score(bpnet_path, bpnet_fasta, out, client=client, chunk_size=2, reduce=spec, progress=False)
+    x = open_sequences(bpnet_fasta, length=BPNET_LENGTH).read(slice(None))
+    res = expected(bpnet_path, x, "fast")
+    want = rd.get_reducer(spec.split("=")[1])(res.ref[0], res.mut[0], output="profile")
+    ds = open_results(out)
+    assert ds["profile"].dims == ("seq", "pos", "base", "profile_dim_1")
+    assert ds["profile"].shape == (3, BPNET_LENGTH, 4, 4)
+    unreduced = 3 * BPNET_LENGTH * 4 * BPNET_LENGTH * 4 * 4  # bytes of (seq, pos, base, 64, 4)
+    assert ds["profile"].nbytes * BPNET_LENGTH == unreduced
+    np.testing.assert_allclose(ds["profile"].values, want.mut, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ds["profile_ref"].values, want.ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ds["counts"].values, res.mut[1], atol=1e-5)  # kept as computed
+    params = json.loads(ds.attrs["params"])
+    assert params["reduce"] == {"profile": spec.split("=")[1]} and params["tasks"] is None
+    # the reducer is part of the run's parameters: another one on this store is a mismatch
+    other = "profile=total" if spec.endswith("jsd") else "profile=jsd"
+    with pytest.raises(StoreMismatchError) as info:
+        score(bpnet_path, bpnet_fasta, out, client=client, reduce=other, progress=False)
+    assert info.value.parameter == "reduce"
+
+
+def test_tasks_by_name_and_bins(tmp_path, bpnet_path, bpnet_fasta, client):
+    import keras
+
+    from fastism_dist import reduce as rd
+
+    model = keras.models.load_model(bpnet_path, compile=False)
+    model.get_layer("profile").task_names = ["a+", "a-", "b+", "b-"]
+    out = str(tmp_path / "out.zarr")
+    score(model, bpnet_fasta, out, client=client, outputs="profile", tasks="b-,0",
+          reduce="profile=bins:16", method="naive", progress=False)
+    ds = open_results(out)
+    assert ds["profile"].dims == ("seq", "pos", "base", "profile_bin", "profile_dim_1")
+    assert list(ds["profile_dim_1"].values) == ["b-", "a+"]
+    assert list(ds["profile_bin"].values) == [0, 16, 32, 48]
+    x = open_sequences(bpnet_fasta, length=BPNET_LENGTH).read(slice(None))
+    res = expected(bpnet_path, x, "naive")
+    np.testing.assert_allclose(ds["profile"].values, rd.bin_sums(res.mut[0][..., [3, 0]], 16),
+                               rtol=1e-5, atol=1e-4)
+    assert set(ds.data_vars) == {"profile", "profile_ref", "done"}
+
+
+def test_bad_reduce_and_tasks_fail_before_any_cluster(tmp_path, bpnet_path, bpnet_fasta):
+    out = str(tmp_path / "out.zarr")
+    nowhere = "tcp://127.0.0.1:9"  # never contacted: the settings are checked first
+    cases = [
+        (dict(reduce="counts=jsd"), "'counts' has shape"),
+        (dict(reduce="profile=foo"), "unknown reducer 'foo'"),
+        (dict(reduce="nope=total"), "names output 'nope'"),
+        (dict(tasks="x"), "output 'profile': task 'x' is not an index"),
+        (dict(tasks="3"), "output 'counts': task index 3 out of range"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(FastISMError, match=message) as err:
+            score(bpnet_path, bpnet_fasta, out, scheduler=nowhere, progress=False, **kwargs)
+        assert "\n" not in str(err.value)
+    assert not os.path.exists(out)
