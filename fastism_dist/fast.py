@@ -169,21 +169,25 @@ class _Program:
         self.substitutions = substitutions.astype(np.float32)
         self.keys = {}          # CacheKey -> padded length of a cached tensor, flattened to rows
         self.full_refs = set()  # ids of tensors cached whole, read as rows of sequences
-        self.pre_activation = {}  # node index -> CacheKey of its cached pre-activation output
+        self.pre_activation = {}  # node index -> WindowRead of its cached pre-activation output
         self.reads = {}         # (node index or "out", arg position) -> WindowRead | str
         self.lookup = {}        # node index -> (P, W, w) kernel tap table, -1 where none
         self.dense = {}         # node index -> (tensor id, WindowRead of its reference window)
         self.elided = set()     # node indices not computed (their only reader is incremental)
         self.position_groups = None
-        consumers = self.graph.consumers()
+        consumers, producer = self.graph.consumers(), self.graph.producer()
         for node_plan in plan.nodes:
             if node_plan.state == REF:
                 continue
             if first_layer_lookup and self._plan_lookup(node_plan):
                 continue
-            if incremental_dense and self._plan_incremental_dense(node_plan, consumers):
+            if incremental_dense and self._plan_incremental_dense(node_plan, consumers, producer):
                 continue
             self._plan_reads(node_plan)
+        for index in self.elided:
+            for i, _ in enumerate(self.graph.nodes[index].arg_ids):
+                del self.reads[(index, i)]
+        self.keys = {key: n for key, n in self.keys.items() if self._key_used(key)}
         for i, tid in enumerate(self.graph.output_ids):
             self.reads[("out", i)] = self._full_read(tid)
         self._set_position_groups()
@@ -267,12 +271,17 @@ class _Program:
 
     # -- incremental dense ---------------------------------------------------------------------
 
-    def _plan_incremental_dense(self, node_plan, consumers):
+    def _key_used(self, key):
+        reads = list(self.reads.values()) + [r for _, r in self.dense.values()]
+        reads += list(self.pre_activation.values())
+        return any(isinstance(r, WindowRead) and r.key == key for r in reads)
+
+    def _plan_incremental_dense(self, node_plan, consumers, producer):
         """Dense(Flatten(t)) with t windowed: update from the window's rows only."""
         node = node_plan.node
         if node.class_name != "Dense" or node_plan.state != FULL or len(node.arg_ids) != 1:
             return False
-        flat_node = self.graph.producer().get(node.arg_ids[0])
+        flat_node = producer.get(node.arg_ids[0])
         if flat_node is None or flat_node.class_name != "Flatten":
             return False
         tid = flat_node.arg_ids[0]
