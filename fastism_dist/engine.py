@@ -526,6 +526,7 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
     if method not in METHODS:
         raise FastISMError(f"method must be one of {sorted(METHODS)}, got {method!r}")
 
+    from fastism_dist.reduce import plan_outputs
     from fastism_dist.spec import find_sequence_input, load_model, make_mutation_spec, output_names
 
     if not _is_keras_model(model):
@@ -539,10 +540,9 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
     shapes = _output_shapes(keras_model, seq)
     names = output_names(keras_model)
     selected = _select_outputs(names, outputs)
-    from fastism_dist.reduce import plan_outputs
-
     oplan = plan_outputs({k: shapes[k] for k in selected}, tasks=tasks, reduce=reduce,
                          task_names=task_names(keras_model, selected))
+    _check_dim_names(oplan.dims)
     source = _open_source(input, genome, seq.length, resize, skip_mismatches, alphabet)
     n = len(source)
     if n == 0:
@@ -871,6 +871,20 @@ def _select_outputs(names, outputs):
             raise ModelError(f"model output {name!r} clashes with a store variable name; "
                              "rename the output layer")
     return selected
+
+
+def _check_dim_names(dims):
+    """Stored dimension names must not be variable names (e.g. output ``p_bin`` beside
+    ``--reduce p=bins:N``)."""
+    variables = {zstore.SEQ, zstore.POS, zstore.BASE, zstore.CHUNK, zstore.DONE, zstore.REF_BASE,
+                 *zstore.PER_SEQ_COORDS}
+    for name in dims:
+        variables |= {name, zstore.ref_name(name), zstore.alt_name(name)}
+    for name, ds in dims.items():
+        for d in ds:
+            if d.name in variables:
+                raise ModelError(f"dimension {d.name!r} of output {name!r} clashes with a store "
+                                 "variable name; rename the output layer")
 
 
 def _output_by_index(names, output):

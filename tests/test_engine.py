@@ -390,11 +390,11 @@ def test_bad_reduce_and_tasks_fail_before_any_cluster(tmp_path, bpnet_path, bpne
     out = str(tmp_path / "out.zarr")
     nowhere = "tcp://127.0.0.1:9"  # never contacted: the settings are checked first
     cases = [
-        (dict(reduce="counts=jsd"), "'counts' has shape"),
-        (dict(reduce="profile=foo"), "unknown reducer 'foo'"),
-        (dict(reduce="nope=total"), "names output 'nope'"),
-        (dict(tasks="x"), "output 'profile': task 'x' is not an index"),
-        (dict(tasks="3"), "output 'counts': task index 3 out of range"),
+        ({"reduce": "counts=jsd"}, "'counts' has shape"),
+        ({"reduce": "profile=foo"}, "unknown reducer 'foo'"),
+        ({"reduce": "nope=total"}, "names output 'nope'"),
+        ({"tasks": "x"}, "output 'profile': task 'x' is not an index"),
+        ({"tasks": "3"}, "output 'counts': task index 3 out of range"),
     ]
     for kwargs, message in cases:
         with pytest.raises(FastISMError, match=message) as err:

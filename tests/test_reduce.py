@@ -234,15 +234,15 @@ def test_plan_outputs_names_and_jsd_labels():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(tasks="x"), "output 'y': task 'x' is not an index and the tasks have no names"),
-    (dict(tasks="5"), "output 'y': task index 5 out of range"),
-    (dict(tasks="1,1"), "chosen twice"),
-    (dict(tasks="0", shapes={"y": (3,), "s": ()}), "'s' is a scalar"),
-    (dict(tasks="c", task_names={"y": ["a", "b", "c"]}, shapes={"y": (3,), "z": (3,)}),
+    ({"tasks": "x"}, "output 'y': task 'x' is not an index and the tasks have no names"),
+    ({"tasks": "5"}, "output 'y': task index 5 out of range"),
+    ({"tasks": "1,1"}, "chosen twice"),
+    ({"tasks": "0", "shapes": {"y": (3,), "s": ()}}, "'s' is a scalar"),
+    ({"tasks": "c", "task_names": {"y": ["a", "b", "c"]}, "shapes": {"y": (3,), "z": (3,)}},
      "output 'z': task 'c' is not an index"),
-    (dict(reduce="y=jsd"), "'y' has shape"),
-    (dict(reduce="q=total"), "names output 'q'"),
-    (dict(task_names={"y": ["a"]}), "has 1 task names"),
+    ({"reduce": "y=jsd"}, "'y' has shape"),
+    ({"reduce": "q=total"}, "names output 'q'"),
+    ({"task_names": {"y": ["a"]}}, "has 1 task names"),
 ])
 def test_plan_outputs_errors_are_one_line(kwargs, message):
     shapes = kwargs.pop("shapes", {"y": (3,)})

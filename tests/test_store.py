@@ -227,8 +227,8 @@ def test_padding_coords_kept_when_padded(tmp_path):
 
 
 def test_bad_dims_are_refused(tmp_path):
-    kwargs = dict(ids=["a"], positions=[0], bases=list("ACGT"), outputs={"y": (2,)}, params={},
-                  model_sha256="x", chunk_size=1)
+    kwargs = {"ids": ["a"], "positions": [0], "bases": list("ACGT"), "outputs": {"y": (2,)},
+              "params": {}, "model_sha256": "x", "chunk_size": 1}
     with pytest.raises(ValueError, match="sizes"):
         store.create_template(str(tmp_path / "a.zarr"), dims={"y": (("y_dim_0", 3, None),)}, **kwargs)
     with pytest.raises(ValueError, match="labels"):
