@@ -237,15 +237,14 @@ def validate_other_inputs(model, seq, other_inputs, batch):
     return full
 
 
-def padded_size(n, batch_size, smallest=16):
-    """Rows a call of ``n`` mutations is padded to: the smallest of 16, 24, 32, 48, 64, ...
-    (powers of two and 1.5x powers of two) that holds ``n``, at most ``batch_size``.
-
-    A run then traces few shapes and pads at most a third of a call.
+def padded_size(n, batch_size, smallest=16, steps_per_octave=4):
+    """Rows a call of ``n`` mutations is padded to: the smallest bucket holding ``n``, at most
+    ``batch_size``. Buckets grow by 2 ** (1 / steps_per_octave), rounded up to multiples of 8
+    (16, 24, 32, 40, 48, 64, 80, 96, 120, ...), so a run traces few shapes and pads little.
     """
     size = smallest
     while size < n:
-        size = size + size // 2 if size & (size - 1) == 0 else size // 3 * 4
+        size = int(-(-size * 2 ** (1 / steps_per_octave) // 8) * 8)
     return min(size, batch_size)
 
 

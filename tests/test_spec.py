@@ -91,11 +91,14 @@ def test_lambda_model_needs_unsafe_mode(tmp_path):
 def test_padded_size_buckets():
     from fastism_dist.spec import padded_size
 
-    assert [padded_size(n, 1024) for n in (1, 17, 25, 33, 100, 144, 1000)] == [16, 24, 32, 48, 128, 192, 1024]
+    assert [padded_size(n, 1024) for n in (1, 17, 25, 33, 100, 288, 1000)] == [16, 24, 32, 40, 120, 320, 1024]
     assert padded_size(5, 7) == 7 and padded_size(1024, 1024) == 1024
-    for n in range(1, 513):
-        size = padded_size(n, 512)
-        assert n <= size <= 512 and (size == 16 or size <= 1.5 * n or size == 512)
+    sizes = set()
+    for n in range(1, 1025):
+        size = padded_size(n, 1024)
+        sizes.add(size)
+        assert n <= size <= 1024 and (size <= 64 or size <= 1.25 * n or size == 1024)
+    assert len(sizes) <= 30
 
 
 def test_legacy_tf_keras_h5_file():
