@@ -673,7 +673,8 @@ def _run_tasks(cli, plugin_name, out, pending, retries, run_id, total, progress)
         cli.submit(score_chunk, plugin_name, i, rows, key=f"fastism-chunk-{run_id}-{i}", retries=retries, pure=False)
         for i, rows in pending
     ]
-    bar = ProgressBar(total, total - len(pending), enabled=progress)
+    widget = _progress_widget(cli, futures) if progress and _in_notebook() else None
+    bar = ProgressBar(total, total - len(pending), enabled=progress and widget is None)
     results = []
     try:
         for future in as_completed(futures, loop=cli.loop):
@@ -695,6 +696,30 @@ def _run_tasks(cli, plugin_name, out, pending, retries, run_id, total, progress)
         raise
     bar.close()
     return results, time.perf_counter() - t0
+
+
+def _in_notebook():
+    """True inside a Jupyter kernel that can show widgets."""
+    import importlib.util
+
+    from distributed.utils import is_kernel
+
+    return bool(is_kernel()) and importlib.util.find_spec("ipywidgets") is not None
+
+
+def _progress_widget(cli, futures):
+    """A live ``distributed`` progress widget in Jupyter.
+
+    It listens on the client's own event loop (a separate thread), because ``score`` blocks the
+    kernel's loop while it waits.
+    """
+    from distributed.diagnostics.progressbar import ProgressWidget
+    from IPython.display import display
+
+    widget = ProgressWidget(futures, scheduler=cli.scheduler.address, complete=True)
+    display(widget.widget)
+    cli.loop.add_callback(widget.listen)
+    return widget
 
 
 def _cancel(cli, futures):

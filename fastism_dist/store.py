@@ -72,8 +72,10 @@ def n_chunks(n_sequences, chunk_size):
 
 
 def _fspath(path):
-    """A local path as an absolute string; URLs (``scheme://``) are passed through."""
+    """A local path as an absolute string (``file://`` URLs too); other URLs pass through."""
     path = os.fspath(path)
+    if path.startswith("file://"):
+        return os.path.abspath(path[len("file://"):])
     if "://" in path:
         return path
     return os.path.abspath(path)
