@@ -126,7 +126,7 @@ def test_interrupted_cli_resumes_missing_chunks(tmp_path, tiny_model_path, clust
     """Ctrl-C (SIGINT) the CLI after a few chunks; the rerun computes only the missing ones."""
     import psutil
 
-    n = 120
+    n = 400  # enough chunks that the run cannot finish before the interrupt lands
     fasta = write_fasta(tmp_path / "in.fa", random_letters(n, LENGTH, seed=9))
     out = str(tmp_path / "out.zarr")
     args = ["score", tiny_model_path, fasta, "--out", out, "--chunk-size", "1", "--method", "naive"]
@@ -135,7 +135,7 @@ def test_interrupted_cli_resumes_missing_chunks(tmp_path, tiny_model_path, clust
     try:
         t0 = time.time()
         done = 0
-        while done < 3:
+        while done < 2:
             assert proc.poll() is None, proc.communicate()
             assert time.time() - t0 < 180, "no chunks done"
             try:
@@ -153,7 +153,7 @@ def test_interrupted_cli_resumes_missing_chunks(tmp_path, tiny_model_path, clust
     assert "interrupted:" in err and "rerun the same command" in err
     psutil.wait_procs(children, timeout=30)  # no worker left writing
     done = int(store.done_mask(out).sum())
-    assert 3 <= done < n
+    assert 2 <= done < n
     summary = score(tiny_model_path, fasta, out, scheduler=cluster.scheduler_address,
                     method="naive", progress=False)
     assert summary.chunks_skipped == done and summary.chunks_run == n - done
