@@ -130,8 +130,11 @@ def test_interrupted_cli_resumes_missing_chunks(tmp_path, tiny_model_path, clust
     fasta = write_fasta(tmp_path / "in.fa", random_letters(n, LENGTH, seed=9))
     out = str(tmp_path / "out.zarr")
     args = ["score", tiny_model_path, fasta, "--out", out, "--chunk-size", "1", "--method", "naive"]
+    # SIGINT back to its default in the child: a shell running tests in the background
+    # (`cmd &`) starts them with SIGINT ignored, and Python would then never see Ctrl-C.
     proc = subprocess.Popen(CLI + args + ["--workers", "1"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         t0 = time.time()
         done = 0
