@@ -241,8 +241,8 @@ def run_demo(args):
     from fastism_dist.demo import run_demo as demo
 
     result = demo(args.out, workers=args.workers, progress=not args.quiet)
-    print(f"store: {result.store}\nplot of {result.seq}: {result.png}")
-    print(f"open it with: python -c \"import fastism_dist as f; print(f.open_results('{result.store}'))\"")
+    if args.quiet:  # run_demo says where things are unless quiet
+        print(f"store: {result.store}\nplot of {result.seq}: {result.png}")
     return 0
 
 
