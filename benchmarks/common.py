@@ -323,14 +323,14 @@ def csv_list(text, cast=str):
 
 
 # ---------------------------------------------------------------------------------------------
-# FLOP bound (from fastism_dist.report, once it exists)
+# FLOP bound (from fastism_dist.core.report, once it exists)
 # ---------------------------------------------------------------------------------------------
 
 def flop_bound(model, start=0, end=None):
-    """``{"naive_flops", "fast_flops", "bound"}`` from ``fastism_dist.report.plan_report``, or
+    """``{"naive_flops", "fast_flops", "bound"}`` from ``fastism_dist.core.report.plan_report``, or
     ``{}`` when that module is not available (the FLOP-bound column is then left empty)."""
     try:
-        from fastism_dist.report import plan_report
+        from fastism_dist.core.report import plan_report
     except ImportError:
         return {}
     try:

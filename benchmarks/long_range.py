@@ -7,7 +7,7 @@ BatchNorm statistics (ISM cost does not depend on the weights). ISM covers the c
 ``--window`` bases (default 1000: ``start = (L - window) // 2``), all 3 alternate bases each.
 
 Stop-layer share (how the time splits between the local tower and the layers that mix all
-positions). From the plan (``fastism_dist.plan.make_plan``) we take every node the fast path
+positions). From the plan (``fastism_dist.core.plan.make_plan``) we take every node the fast path
 must compute in full (the first stop layer on each path and everything after it: attention,
 the transformer blocks, the head) and build a *suffix* function that runs exactly those nodes,
 starting from the tensors that feed them (the stop frontier, here the tower output), tiled to a
@@ -128,8 +128,8 @@ def stop_analysis(seq_len, window, n_attention, batch_size=None, repeats=3, mode
     import numpy as np
     import tensorflow as tf
 
-    from fastism_dist.graph import read_graph
-    from fastism_dist.plan import FULL, make_plan
+    from fastism_dist.core.graph import read_graph
+    from fastism_dist.core.plan import FULL, make_plan
 
     model = build_model(seq_len, n_attention, model_kwargs, seed)
     start, end = central_window(seq_len, window)
@@ -261,7 +261,7 @@ def main(argv=None):
         "FastISM time.",
         "`ideal speedup` = whole / suffix time: the most any method that leaves the stop layers "
         "untouched can gain (the fastISM paper's bound for Akita was ~1.7x).",
-        "FLOP bound = naive / fast multiply-adds per mutation (`fastism_dist.report`).",
+        "FLOP bound = naive / fast multiply-adds per mutation (`fastism_dist.core.report`).",
     ]
     return common.write_results(args.name, rows, COLUMNS,
                                 {"machine": machine, "settings": settings}, out_dir=args.out,

@@ -313,7 +313,7 @@ def architecture_spec(model):
         ``{"input": {"name", "shape"}, "layers": [{"name", "class", "config", "inputs"}],
         "outputs": [layer names]}``; each layer has one output; weights travel separately.
     """
-    from fastism_dist.graph import read_graph
+    from fastism_dist.core.graph import read_graph
 
     graph = read_graph(model)
     names = {tid: t.name for tid, t in zip(graph.input_ids, model.inputs)}
@@ -504,7 +504,7 @@ def main(argv=None):
         "run covers.",
         "Weights are random (seeded initialisers + randomized BatchNorm statistics): ISM cost "
         "does not depend on the weights.",
-        "FLOP bound = naive / fast multiply-adds per mutation from `fastism_dist.report."
+        "FLOP bound = naive / fast multiply-adds per mutation from `fastism_dist.core.report."
         "plan_report`; `% of bound` = measured speedup / bound.",
         "`first call s` = building the executor plus the warm-up call (plan, tracing, first "
         "run) on the N sequences.",

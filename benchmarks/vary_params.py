@@ -182,7 +182,7 @@ def main(argv=None):
         f"a time around {base}.",
         f"N = {args.n_seqs} random sequences per point, all 3 alternate bases at every "
         "position, best of `repeats` after a warm-up, scaled to 100 sequences.",
-        "FLOP bound = naive / fast multiply-adds per mutation (`fastism_dist.report`).",
+        "FLOP bound = naive / fast multiply-adds per mutation (`fastism_dist.core.report`).",
     ]
     json_path, md_path = common.write_results(
         args.name, rows, COLUMNS, {"machine": machine, "settings": settings}, out_dir=args.out,

@@ -30,11 +30,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    "FastISM": "fastism_dist.fast",
-    "NaiveISM": "fastism_dist.naive",
-    "ISMResult": "fastism_dist.spec",
-    "score": "fastism_dist.engine",
-    "open_results": "fastism_dist.store",
+    "FastISM": "fastism_dist.core.fast",
+    "NaiveISM": "fastism_dist.core.naive",
+    "ISMResult": "fastism_dist.core.spec",
+    "score": "fastism_dist.distributed.engine",
+    "open_results": "fastism_dist.store.layout",
 }
 
 

@@ -137,7 +137,7 @@ def run_score(args):
     security = _security(args)
     if args.scheduler and (args.gpus or args.workers):
         raise FastISMError("--scheduler uses the workers of that cluster: drop --workers / --gpus")
-    from fastism_dist.engine import score
+    from fastism_dist.distributed.engine import score
 
     score(
         args.model, args.input, args.out, workers=args.workers,
@@ -175,7 +175,7 @@ def add_inspect_parser(subparsers):
 def run_inspect(args):
     import json
 
-    from fastism_dist.report import format_report, plan_report
+    from fastism_dist.core.report import format_report, plan_report
 
     seq_input = int(args.seq_input) if args.seq_input.isdigit() else args.seq_input
     report = plan_report(args.model, start=args.start, end=args.end, seq_input=seq_input,
@@ -204,8 +204,8 @@ def add_plot_parser(subparsers):
 def run_plot(args):
     import os
 
-    from fastism_dist.plot import plot_ism, save_png
-    from fastism_dist.store import open_results
+    from fastism_dist.analysis.plot import plot_ism, save_png
+    from fastism_dist.store.layout import open_results
 
     if not os.path.exists(args.store):
         raise FastISMError(f"store not found: {args.store}")

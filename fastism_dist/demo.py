@@ -94,7 +94,7 @@ def ism_importance(model, x, batch_size=1024):
     importance : ndarray of shape (B, L)
         ``sqrt(sum over substitutions and tasks of (mut - ref)**2)``.
     """
-    from fastism_dist.fast import FastISM
+    from fastism_dist.core.fast import FastISM
 
     res = FastISM(model, check=False, batch_size=batch_size)(x)
     ref = np.asarray(res.ref[0], dtype=np.float64)
@@ -119,8 +119,8 @@ def top_window_hits(model=None, sequences=None, truth=None, window=15):
     dict of str to bool
         Sequence name -> overlap, for every sequence with at least one planted motif.
     """
-    from fastism_dist.analysis import top_window_start
-    from fastism_dist.sequences import open_sequences
+    from fastism_dist.analysis.attribution import top_window_start
+    from fastism_dist.io.sequences import open_sequences
 
     files = demo_files() if None in (model, sequences, truth) else None
     model = model or files.model
@@ -161,10 +161,10 @@ def run_demo(out_dir, workers=2, progress=True, overwrite=True):
         ``store`` (the Zarr path), ``png`` (``out_dir/<seq>.png``) and ``seq`` (the sequence
         plotted: the one with the largest single-position importance).
     """
-    from fastism_dist import analysis
-    from fastism_dist.engine import score
-    from fastism_dist.plot import plot_ism, save_png
-    from fastism_dist.store import open_results
+    from fastism_dist.analysis import attribution as analysis
+    from fastism_dist.distributed.engine import score
+    from fastism_dist.analysis.plot import plot_ism, save_png
+    from fastism_dist.store.layout import open_results
 
     files = demo_files()
     out_dir = os.path.abspath(os.fspath(out_dir))

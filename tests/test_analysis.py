@@ -1,11 +1,11 @@
-"""fastism_dist.analysis on small Datasets built by hand in the store's schema (DESIGN §5)."""
+"""fastism_dist.analysis.attribution on small Datasets built by hand in the store's schema (DESIGN §5)."""
 
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
 
-import fastism_dist.analysis as an
+import fastism_dist.analysis.attribution as an
 from fastism_dist.errors import FastISMError
 
 BASES = ["A", "C", "G", "T"]

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import LENGTH, random_letters, write_fasta
-from fastism_dist import NaiveISM, open_results, store
+from fastism_dist import NaiveISM, open_results
+from fastism_dist.store import layout as store
 from fastism_dist.cli import main
-from fastism_dist.engine import score
-from fastism_dist.sequences import open_sequences
+from fastism_dist.distributed.engine import score
+from fastism_dist.io.sequences import open_sequences
 
 CLI = [sys.executable, "-m", "fastism_dist.cli"]
 

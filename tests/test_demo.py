@@ -29,7 +29,7 @@ def test_demo_model_shapes():
     model = keras.models.load_model(demo.demo_files().model, compile=False)
     assert tuple(model.inputs[0].shape) == (None, 200, 4)
     assert tuple(model.outputs[0].shape) == (None, 3)
-    from fastism_dist.spec import output_names
+    from fastism_dist.core.spec import output_names
 
     assert output_names(model) == [demo.OUTPUT]
 
@@ -46,7 +46,7 @@ def test_top_ism_window_overlaps_planted_motif():
 def test_ism_importance_is_consistent_with_model():
     import keras
 
-    from fastism_dist.sequences import open_sequences
+    from fastism_dist.io.sequences import open_sequences
 
     files = demo.demo_files()
     model = keras.models.load_model(files.model, compile=False)
@@ -58,14 +58,14 @@ def test_ism_importance_is_consistent_with_model():
 
 @pytest.mark.cluster
 def test_run_demo_writes_store_and_png(tmp_path):
-    pytest.importorskip("fastism_dist.engine")
-    from fastism_dist import engine
+    pytest.importorskip("fastism_dist.distributed.engine")
+    from fastism_dist.distributed import engine
 
     if not hasattr(engine, "score"):
-        pytest.skip("fastism_dist.engine.score is not there yet")
+        pytest.skip("fastism_dist.distributed.engine.score is not there yet")
     from PIL import Image
 
-    from fastism_dist.store import open_results
+    from fastism_dist.store.layout import open_results
 
     result = demo.run_demo(tmp_path, workers=1, progress=False)
     assert result.store == str(tmp_path / "demo.zarr")
@@ -77,10 +77,10 @@ def test_run_demo_writes_store_and_png(tmp_path):
         assert np.asarray(img.convert("L"), dtype=float).var() > 0
     # the store agrees with in-process ISM of the plotted sequence
     i = [str(s) for s in ds["seq"].values].index(result.seq)
-    from fastism_dist.sequences import open_sequences
+    from fastism_dist.io.sequences import open_sequences
 
     x = open_sequences(demo.demo_files().sequences).read([i])
     _, imp = demo.ism_importance(demo.demo_files().model, x)
-    import fastism_dist.analysis as an
+    import fastism_dist.analysis.attribution as an
 
     np.testing.assert_allclose(an.importance(ds, demo.OUTPUT).isel(seq=i).values, imp[0], rtol=1e-3, atol=1e-5)

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from conftest import LENGTH, random_letters, write_fasta
-from fastism_dist import NaiveISM, open_results, store
-from fastism_dist.engine import score
+from fastism_dist import NaiveISM, open_results
+from fastism_dist.store import layout as store
+from fastism_dist.distributed.engine import score
 from fastism_dist.errors import FastISMError, InputError, ModelError, StoreMismatchError
-from fastism_dist.sequences import open_sequences
+from fastism_dist.io.sequences import open_sequences
 
 pytestmark = pytest.mark.cluster
 TOL = 1e-6
@@ -25,7 +26,7 @@ TOL = 1e-6
 
 def expected(model_path, x, method="naive", **kwargs):
     """In-process ISM of ``x`` with the same executor the workers use."""
-    from fastism_dist.engine import executor_class
+    from fastism_dist.distributed.engine import executor_class
 
     return executor_class(method)(model_path, **kwargs)(x)
 
@@ -310,7 +311,7 @@ def test_failing_chunk_is_a_clear_error(tmp_path, tiny_model_path, tiny_fasta, c
 
 
 def test_auto_chunk_size():
-    from fastism_dist.engine import auto_chunk_size
+    from fastism_dist.distributed.engine import auto_chunk_size
 
     assert auto_chunk_size(128, 400, 4, [(16,)]) == 16          # ~32k mutations per task
     assert auto_chunk_size(10, 24, 4, [(2,)]) == 2               # at least 8 chunks
@@ -341,7 +342,7 @@ def bpnet_fasta(tmp_path_factory):
 
 @pytest.mark.parametrize("spec", ["profile=jsd", "profile=total"])
 def test_reduce_on_workers(tmp_path, bpnet_path, bpnet_fasta, client, spec):
-    from fastism_dist import reduce as rd
+    from fastism_dist.outputs import reduce as rd
 
     out = str(tmp_path / "out.zarr")
     score(bpnet_path, bpnet_fasta, out, client=client, chunk_size=2, reduce=spec, progress=False)
@@ -368,7 +369,7 @@ def test_reduce_on_workers(tmp_path, bpnet_path, bpnet_fasta, client, spec):
 def test_tasks_by_name_and_bins(tmp_path, bpnet_path, bpnet_fasta, client):
     import keras
 
-    from fastism_dist import reduce as rd
+    from fastism_dist.outputs import reduce as rd
 
     model = keras.models.load_model(bpnet_path, compile=False)
     model.get_layer("profile").task_names = ["a+", "a-", "b+", "b-"]

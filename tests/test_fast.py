@@ -167,7 +167,7 @@ def test_lookup_with_wide_windows_and_strided_first_conv():
 
 
 def test_auto_xla_tunes_and_stays_exact(pooled_dense_case, monkeypatch):
-    import fastism_dist.fast as fast
+    import fastism_dist.core.fast as fast
 
     monkeypatch.setattr(fast, "AUTO_XLA_MIN_BATCHES", 2)
     model, x, want = pooled_dense_case

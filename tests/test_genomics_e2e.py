@@ -14,12 +14,12 @@ import pytest
 
 from fastism_dist import open_results
 from fastism_dist.cli import main
-from fastism_dist.reduce import total_count
-from fastism_dist.sequences import SequenceWarning, decode, one_hot, open_sequences
+from fastism_dist.outputs.reduce import total_count
+from fastism_dist.io.sequences import SequenceWarning, decode, one_hot, open_sequences
 
 pytestmark = [pytest.mark.cluster,
               # the fixtures have padded windows, duplicates and a symbolic ALT: expected warnings
-              pytest.mark.filterwarnings("ignore::fastism_dist.sequences.SequenceWarning")]
+              pytest.mark.filterwarnings("ignore::fastism_dist.io.sequences.SequenceWarning")]
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 FASTA = os.path.join(DATA, "seqs.fa")
@@ -282,7 +282,7 @@ def test_bad_inputs_are_one_line_errors_and_leave_the_store(tmp_path, fasta_stor
 def test_apply_variants_snv_mnv_indel():
     """ALT written over REF for SNVs and same-length MNVs; indels and alleles past the window end
     are left out (their ALT output is NaN)."""
-    from fastism_dist.engine import apply_variants
+    from fastism_dist.distributed.engine import apply_variants
 
     x = np.stack([one_hot("ACGTACGTAC")] * 4)
     variants = {"variant_pos": np.array([5, 5, 5, 8]), "ref": np.array(["C", "CG", "CGT", "AC"], dtype=object),

@@ -238,8 +238,8 @@ def test_naive_ism_matches_explicit_loop(tiny_models, name):
         np.testing.assert_allclose(res.ref[k], ref[k], rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("fastism_dist.fast") is None,
-                    reason="fastism_dist.fast not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("fastism_dist.core.fast") is None,
+                    reason="fastism_dist.core.fast not written yet")
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_fast_ism_matches_naive(tiny_models, name):
     from fastism_dist import FastISM, NaiveISM

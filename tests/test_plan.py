@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fastism_dist.plan import (LOCAL, MERGE, POSITION_WISE, STOP, StridedWindow, UpSample,
+from fastism_dist.core.plan import (LOCAL, MERGE, POSITION_WISE, STOP, StridedWindow, UpSample,
                                rule_for)
 
 

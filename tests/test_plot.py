@@ -1,11 +1,11 @@
-"""fastism_dist.plot: the Fig. 1b heatmap + logo and the importance track render real PNGs."""
+"""fastism_dist.analysis.plot: the Fig. 1b heatmap + logo and the importance track render real PNGs."""
 
 import numpy as np
 import pytest
 from PIL import Image
 from test_analysis import make_dataset
 
-from fastism_dist import plot
+from fastism_dist.analysis import plot
 from fastism_dist.errors import FastISMError
 
 

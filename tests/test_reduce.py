@@ -1,9 +1,9 @@
-"""fastism_dist.reduce: profile reducers on known arrays, the registry and the spec parser."""
+"""fastism_dist.outputs.reduce: profile reducers on known arrays, the registry and the spec parser."""
 
 import numpy as np
 import pytest
 
-from fastism_dist import reduce as rd
+from fastism_dist.outputs import reduce as rd
 from fastism_dist.errors import FastISMError
 
 B, W, S, L_OUT, T = 2, 3, 4, 10, 2

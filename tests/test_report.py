@@ -3,7 +3,7 @@
 import pytest
 
 from fastism_dist.models import basset, bpnet
-from fastism_dist.report import format_report, plan_report
+from fastism_dist.core.report import format_report, plan_report
 
 import toy_models
 

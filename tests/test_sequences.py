@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from fastism_dist import sequences as S
+from fastism_dist.io import sequences as S
 from fastism_dist.errors import InputError
-from fastism_dist.sequences import (
+from fastism_dist.io.sequences import (
     ALPHABET,
     SequenceSource,
     SequenceWarning,
@@ -521,6 +521,6 @@ def test_concurrent_reads_from_threads(data):
 
 
 def test_import_is_free_of_tensorflow():
-    code = "import sys, fastism_dist.sequences; print('tensorflow' in sys.modules, 'pysam' in sys.modules)"
+    code = "import sys, fastism_dist.io.sequences; print('tensorflow' in sys.modules, 'pysam' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

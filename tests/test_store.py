@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from fastism_dist import store
+from fastism_dist.store import layout as store
 from fastism_dist.errors import StoreMismatchError
 
 N, W, S = 5, 4, 4

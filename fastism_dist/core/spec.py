@@ -361,6 +361,6 @@ class ISMExecutor:
 
     def self_check(self, n_sequences=2, n_positions=12, seed=0):
         """Compare with ``NaiveISM`` on random one-hot sequences at edge and random positions."""
-        from fastism_dist.checks import compare_with_naive
+        from fastism_dist.core.checks import compare_with_naive
 
         compare_with_naive(self, n_sequences=n_sequences, n_positions=n_positions, seed=seed)

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from distributed import WorkerPlugin
 
-from fastism_dist import store as zstore
+from fastism_dist.store import layout as zstore
 from fastism_dist.errors import FastISMError, InputError, ModelError, StoreMismatchError
 
 PLUGIN_NAME = "fastism-model"
-METHODS = {"fast": ("fastism_dist.fast", "FastISM"), "naive": ("fastism_dist.naive", "NaiveISM")}
+METHODS = {"fast": ("fastism_dist.core.fast", "FastISM"), "naive": ("fastism_dist.core.naive", "NaiveISM")}
 DEFAULT_RETRIES = 3
 # automatic chunk size: about AUTO_CHUNK_MUTATIONS mutations per task (executors batch better
 # with more), at least AUTO_MIN_CHUNKS chunks (load balance), at most AUTO_CHUNK_BYTES of outputs
@@ -282,7 +282,7 @@ def apply_variants(x, variants, rows, alphabet):
         True for SNVs and same-length MNVs that fit in the window; False for indels (REF and
         ALT of different lengths), whose ALT output is not computed.
     """
-    from fastism_dist.sequences import one_hot
+    from fastism_dist.io.sequences import one_hot
 
     x_alt = np.array(x, dtype=np.float32, copy=True)
     pos = np.asarray(variants["variant_pos"])[rows]
@@ -423,7 +423,7 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
         where the output's layer (or the model) has a ``task_names`` attribute. Default is all.
     reduce : str or dict, optional
         Reducers applied on the workers before writing, e.g. ``"profile=jsd"`` or
-        ``{"profile": "bins:10"}`` (see ``fastism_dist.reduce``). Default stores the outputs
+        ``{"profile": "bins:10"}`` (see ``fastism_dist.outputs.reduce``). Default stores the outputs
         as computed.
     dtype : {"float32", "float16"}
         Stored dtype. Default is float32.
@@ -526,8 +526,8 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
     if method not in METHODS:
         raise FastISMError(f"method must be one of {sorted(METHODS)}, got {method!r}")
 
-    from fastism_dist.reduce import plan_outputs
-    from fastism_dist.spec import find_sequence_input, load_model, make_mutation_spec, output_names
+    from fastism_dist.outputs.reduce import plan_outputs
+    from fastism_dist.core.spec import find_sequence_input, load_model, make_mutation_spec, output_names
 
     if not _is_keras_model(model):
         _client_tensorflow()
@@ -566,7 +566,7 @@ def plan_run(model, input, out, chunk_size=None, batch_size=None, start=0, end=N
         attrs["alt_note"] = _alt_note(variants, selected)
         n_indels = count_indels(variants)
         if n_indels:
-            from fastism_dist.sequences import SequenceWarning
+            from fastism_dist.io.sequences import SequenceWarning
 
             warnings.warn(f"{_describe(input)}: {n_indels} of {n} variant(s) are indels (REF and "
                           "ALT of different lengths); their ALT outputs (<output>_alt) are stored "
@@ -863,7 +863,7 @@ def _check_settings(workers, threads_per_worker, retries):
 
 def _output_shapes(model, seq):
     """Output name -> shape of one sequence's output, running the model only if needed."""
-    from fastism_dist.spec import output_names
+    from fastism_dist.core.spec import output_names
 
     names = output_names(model)
     shapes = [tuple(t.shape[1:]) for t in model.outputs]
@@ -947,7 +947,7 @@ def task_names(model, outputs):
     layer that makes an output (a list). Keras does not save such attributes in ``.keras``
     files unless the layer's config carries them.
     """
-    from fastism_dist.spec import output_names
+    from fastism_dist.core.spec import output_names
 
     found = {}
     on_model = getattr(model, "task_names", None)
@@ -979,7 +979,7 @@ def _open_source(input, genome, length, resize, skip_mismatches, alphabet):
     path = zstore._fspath(input)
     if "://" not in path and not os.path.exists(path):
         raise InputError(f"input file not found: {path}")
-    from fastism_dist.sequences import open_sequences
+    from fastism_dist.io.sequences import open_sequences
 
     if genome is not None:
         genome = zstore._fspath(genome)

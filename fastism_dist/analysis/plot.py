@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from fastism_dist import analysis
+from fastism_dist.analysis import attribution as analysis
 from fastism_dist.errors import FastISMError
 
 __all__ = ["plot_ism", "plot_importance_track", "save_png"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastism_dist.errors import CheckError
-from fastism_dist.spec import validate_other_inputs
+from fastism_dist.core.spec import validate_other_inputs
 
 RELATIVE_TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}
 
@@ -37,7 +37,7 @@ def check_positions(n_positions, count, rng):
 
 def compare_with_naive(executor, n_sequences=2, n_positions=12, seed=0):
     """Raise ``CheckError`` unless ``executor`` equals NaiveISM within float32 round-off."""
-    from fastism_dist.naive import NaiveISM
+    from fastism_dist.core.naive import NaiveISM
 
     rng = np.random.default_rng(seed)
     seq = executor.seq

@@ -420,9 +420,9 @@ def write_region(group, region, ref, mut, ref_base=None, alt=None):
 
 def open_results(path, **kwargs):
     """The store as a lazily loaded ``xarray.Dataset`` (``xr.open_zarr``), with the ``ds.ism``
-    accessor of :mod:`fastism_dist.analysis` registered."""
+    accessor of :mod:`fastism_dist.analysis.attribution` registered."""
     import xarray as xr
 
-    import fastism_dist.analysis  # noqa: F401 - registers the ds.ism accessor
+    import fastism_dist.analysis.attribution  # noqa: F401 - registers the ds.ism accessor
 
     return xr.open_zarr(_fspath(path), **kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastism_dist.spec import ISMExecutor
+from fastism_dist.core.spec import ISMExecutor
 
 
 class NaiveISM(ISMExecutor):

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastism_dist.errors import FastISMError
-from fastism_dist.store import output_dims
+from fastism_dist.store.layout import output_dims
 
 __all__ = [
     "Dim",

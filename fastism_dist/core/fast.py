@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastism_dist.errors import MutationSpecError
-from fastism_dist.graph import read_graph
-from fastism_dist.plan import (FULL, MERGE, POSITION_WISE, REF, WIN, StridedWindow, UpSample,
+from fastism_dist.core.graph import read_graph
+from fastism_dist.core.plan import (FULL, MERGE, POSITION_WISE, REF, WIN, StridedWindow, UpSample,
                                make_plan)
-from fastism_dist.spec import ISMExecutor
+from fastism_dist.core.spec import ISMExecutor
 
 MEMORY_BUDGET_BYTES = 1 << 30
 MIN_POSITIONS_PER_DENSE_GROUP = 4

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastism_dist.plan import FULL, REF, WIN
+from fastism_dist.core.plan import FULL, REF, WIN
 
 
 @dataclass
@@ -61,7 +61,7 @@ class PlanReport:
 def plan_report(model, start=0, end=None, substitutions=None, seq_input=0, safe_mode=True,
                 **fast_options):
     """Plan ``model`` (a keras.Model, a path, or a built ``FastISM``) and count its MACs."""
-    from fastism_dist.fast import FastISM
+    from fastism_dist.core.fast import FastISM
 
     ism = model if isinstance(model, FastISM) else FastISM(
         model, start=start, end=end, substitutions=substitutions, seq_input=seq_input,

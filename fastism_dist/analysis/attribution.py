@@ -16,7 +16,7 @@ larger than memory. For a model output ``o`` the store holds::
 Importing this module registers the ``ds.ism`` accessor, whose methods only call the functions
 below::
 
-    import fastism_dist.analysis
+    import fastism_dist.analysis.attribution
     ds = fastism_dist.open_results("run.zarr")
     ds.ism.importance("motifs").compute()
 """
@@ -399,7 +399,7 @@ def variant_effect(ds, output=None, task=None):
 
 @xr.register_dataset_accessor("ism")
 class ISMAccessor:
-    """``ds.ism``: the functions of ``fastism_dist.analysis`` and ``fastism_dist.plot`` on ``ds``."""
+    """``ds.ism``: the functions of ``fastism_dist.analysis.attribution`` and ``fastism_dist.analysis.plot`` on ``ds``."""
 
     def __init__(self, ds):
         self._ds = ds
@@ -410,41 +410,41 @@ class ISMAccessor:
         return output_names(self._ds)
 
     def delta(self, output=None, task=None):
-        """See :func:`fastism_dist.analysis.delta`."""
+        """See :func:`fastism_dist.analysis.attribution.delta`."""
         return delta(self._ds, output, task)
 
     def mean_centred(self, output=None, task=None):
-        """See :func:`fastism_dist.analysis.mean_centred`."""
+        """See :func:`fastism_dist.analysis.attribution.mean_centred`."""
         return mean_centred(self._ds, output, task)
 
     def importance(self, output=None, task=None):
-        """See :func:`fastism_dist.analysis.importance`."""
+        """See :func:`fastism_dist.analysis.attribution.importance`."""
         return importance(self._ds, output, task)
 
     def top_positions(self, output=None, k=10, task=None):
-        """See :func:`fastism_dist.analysis.top_positions`."""
+        """See :func:`fastism_dist.analysis.attribution.top_positions`."""
         return top_positions(self._ds, output, k, task)
 
     def top_window(self, output=None, width=15, task=None):
-        """See :func:`fastism_dist.analysis.top_window`."""
+        """See :func:`fastism_dist.analysis.attribution.top_window`."""
         return top_window(self._ds, output, width, task)
 
     def genomic_coordinate(self):
-        """See :func:`fastism_dist.analysis.genomic_coordinate`."""
+        """See :func:`fastism_dist.analysis.attribution.genomic_coordinate`."""
         return genomic_coordinate(self._ds)
 
     def variant_effect(self, output=None, task=None):
-        """See :func:`fastism_dist.analysis.variant_effect`."""
+        """See :func:`fastism_dist.analysis.attribution.variant_effect`."""
         return variant_effect(self._ds, output, task)
 
     def plot(self, seq, output=None, task=None, window=None, ax=None):
-        """See :func:`fastism_dist.plot.plot_ism`."""
-        from fastism_dist.plot import plot_ism
+        """See :func:`fastism_dist.analysis.plot.plot_ism`."""
+        from fastism_dist.analysis.plot import plot_ism
 
         return plot_ism(self._ds, seq, output=output, task=task, window=window, ax=ax)
 
     def plot_importance_track(self, output=None, seqs=None, task=None, ax=None):
-        """See :func:`fastism_dist.plot.plot_importance_track`."""
-        from fastism_dist.plot import plot_importance_track
+        """See :func:`fastism_dist.analysis.plot.plot_importance_track`."""
+        from fastism_dist.analysis.plot import plot_importance_track
 
         return plot_importance_track(self._ds, output, seqs=seqs, task=task, ax=ax)

@@ -1,0 +1,1 @@
+"""Lazy attributions, plots and the ``ds.ism`` accessor over an opened store."""

@@ -1,0 +1,1 @@
+"""Scoring many sequences on a Dask cluster into a Zarr store."""

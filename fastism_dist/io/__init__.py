@@ -1,0 +1,1 @@
+"""Sequence inputs: the alphabet codec and one reader per file format."""

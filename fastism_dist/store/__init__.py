@@ -1,0 +1,1 @@
+"""The Zarr store: its schema, the writer used by workers and the lazy reader."""
