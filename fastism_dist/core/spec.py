@@ -30,6 +30,30 @@ class ISMResult(NamedTuple):
     mut: list
 
 
+class ResultSink:
+    """The default sink: fills the ``ISMResult`` arrays.
+
+    An executor calls ``begin(ref, shape)`` once with the reference outputs (list of
+    (B, *out_k)) and ``shape = (B, W, S)``, then ``add(b, p, s, outputs)`` per computed batch:
+    ``b``, ``p``, ``s`` (M,) sequence, position (index into the W mutated positions) and
+    substitution indices, ``outputs`` a list of (M, *out_k) float32 arrays. Mutations never
+    passed to ``add`` are identity edits, whose output is the reference. ``finish()`` returns
+    what the executor call returns.
+    """
+
+    def begin(self, ref, shape):
+        self.ref = ref
+        self.mut = [np.broadcast_to(r[:, None, None], tuple(shape) + r.shape[1:]).copy()
+                    for r in ref]
+
+    def add(self, b, p, s, outputs):
+        for mut, out in zip(self.mut, outputs):
+            mut[b, p, s] = out
+
+    def finish(self):
+        return ISMResult(self.ref, self.mut)
+
+
 def load_model(model, safe_mode=True):
     """Return a ``keras.Model`` from a model or a ``.keras`` / ``.h5`` path.
 
@@ -308,24 +332,29 @@ class ISMExecutor:
     def _begin(self, n_batches):
         """Called before the mutation batches of one run; ``n_batches`` is about how many."""
 
-    def __call__(self, x, other_inputs=None):
-        """Run ISM on ``x`` of shape (B, L, C); returns an ``ISMResult``."""
+    def __call__(self, x, other_inputs=None, sink=None):
+        """Run ISM on ``x`` of shape (B, L, C).
+
+        Each computed batch goes to ``sink`` (see ``ResultSink``) as soon as it is ready, so a
+        caller that reduces or writes per batch never holds the full (B, W, S, *out) arrays.
+        Returns ``sink.finish()``: by default an ``ISMResult``.
+        """
         x = validate_sequences(x, self.seq)
         others = validate_other_inputs(self.model, self.seq, other_inputs, len(x))
-        return self._run(x, others, np.arange(self.spec.n_positions))
+        return self._run(x, others, np.arange(self.spec.n_positions), sink)
 
-    def _run(self, x, others, position_indices):
-        """ISM over the given indices into ``spec.positions``; mut has W = len(position_indices)."""
+    def _run(self, x, others, position_indices, sink=None):
+        """ISM over the given indices into ``spec.positions`` (W = len(position_indices))."""
+        sink = ResultSink() if sink is None else sink
         ref = [np.asarray(r) for r in self._reference(x, others)]
         triples = self._plan_mutations(x, position_indices)
-        shape = (len(x), len(position_indices), len(self.spec.substitutions))
-        mut = [np.broadcast_to(r[:, None, None], shape + r.shape[1:]).copy() for r in ref]
+        sink.begin(ref, (len(x), len(position_indices), len(self.spec.substitutions)))
         self._begin(-(-len(triples) // self.batch_size))
         for batch in self._batches(triples, position_indices):
             outs = self._mutants(*self._padded(batch, position_indices))
-            for k, out in enumerate(outs):
-                mut[k][batch[:, 0], batch[:, 1], batch[:, 2]] = np.asarray(out)[:len(batch)]
-        return ISMResult(ref, mut)
+            sink.add(batch[:, 0], batch[:, 1], batch[:, 2],
+                     [np.asarray(out)[:len(batch)] for out in outs])
+        return sink.finish()
 
     def _plan_mutations(self, x, position_indices):
         """(N, 3) int array of (b, local position, s) mutations that are not identity edits."""
