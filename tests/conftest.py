@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from oracle import one_hot
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,12 +29,6 @@ def write_fasta(path, seqs, names=None):
         for name, seq in zip(names, seqs):
             fh.write(f">{name}\n{seq}\n")
     return str(path)
-
-
-def one_hot(seqs):
-    """(N, L, 4) float32 one-hot of ACGT strings."""
-    table = {c: i for i, c in enumerate(ALPHABET)}
-    return np.eye(4, dtype=np.float32)[[[table[c] for c in s] for s in seqs]]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from fastism_dist import FastISM, NaiveISM
 from fastism_dist.errors import FastISMError, InputError, ModelError, MutationSpecError
 
 import toy_models
-from naive_reference import assert_close, explicit_ism, random_one_hot
+from oracle import assert_close, explicit_ism, random_one_hot
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,8 @@
-"""An independent naive ISM for the tests: build every mutant explicitly and call the model."""
+"""The tests' shared oracle: one-hot helpers and an independent naive ISM.
+
+``explicit_ism`` builds every mutant explicitly and calls the model on it; it shares no code with
+the package's executors, so every executor is checked against it.
+"""
 
 import numpy as np
 
@@ -52,6 +56,16 @@ def assert_close(got, want, tol=1e-5):
         assert err <= tol * scale, f"max abs diff {err:.3g} > {tol} * {scale:.3g}"
 
 
+ALPHABET = "ACGT"
+
+
+def one_hot(seqs, alphabet=ALPHABET):
+    """(N, L, C) float32 one-hot of equal-length strings over ``alphabet``."""
+    table = {c: i for i, c in enumerate(alphabet)}
+    return np.eye(len(alphabet), dtype=np.float32)[[[table[c] for c in s] for s in seqs]]
+
+
 def random_one_hot(n, length, channels=4, seed=0):
+    """(n, length, channels) float32 random one-hot sequences."""
     rng = np.random.default_rng(seed)
     return np.eye(channels, dtype=np.float32)[rng.integers(0, channels, size=(n, length))]
