@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from fastism_dist.store import layout as store
+from fastism_dist import store
 from fastism_dist.errors import StoreMismatchError
 
 N, W, S = 5, 4, 4
@@ -203,7 +203,6 @@ def test_reducer_dims_labels_and_alt_variables(tmp_path):
     assert list(ds["variant_pos"].values) == [12] * N
     assert "variant_id" not in ds.coords and "pad_left" not in ds.coords  # all missing / unpadded
     assert ds.attrs["alt"] is True and ds.attrs["alt_note"] == "indels are NaN"
-    assert hasattr(ds, "ism")  # open_results registers the accessor
 
     ref = {"y": np.ones((2, 3)), "profile": np.ones((2, 2, 2))}
     mut = {"y": np.ones((2, W, S, 3)), "profile": np.ones((2, W, S, 2, 2))}
@@ -235,3 +234,94 @@ def test_bad_dims_are_refused(tmp_path):
         store.create_template(str(tmp_path / "b.zarr"), dims={"y": (("t", 2, [1]),)}, **kwargs)
     with pytest.raises(ValueError, match="clashes"):
         store.create_template(str(tmp_path / "c.zarr"), dims={"y": (("chunk", 2, [0, 1]),)}, **kwargs)
+
+
+def test_one_writer_writes_every_chunk(tmp_path):
+    path = _template(str(tmp_path / "s.zarr"), chunk_size=2)
+    writer = store.open_writer(path)
+    assert writer.n_chunks == 3 and writer.outputs == ["y", "profile"]
+    assert [writer.chunk_rows(i) for i in range(3)] == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    for i in (2, 0, 1):
+        rows = writer.chunk_rows(i)
+        ref, mut = _chunk_data(rows.stop - rows.start, float(10 + i))
+        writer.write_chunk(i, ref, mut, ref_base=np.full((rows.stop - rows.start, W), "ACGT"[i]))
+    ds = store.open_results(path)
+    assert ds["done"].values.tolist() == [1, 1, 1]
+    np.testing.assert_array_equal(ds["y"].values[:, 0, 0, 0], [10, 10, 11, 11, 12])
+    np.testing.assert_array_equal(ds["profile_ref"].values[:, 5, 1], [10, 10, 11, 11, 12])
+    assert ds["ref_base"].values[:, 0].tolist() == ["A", "A", "C", "C", "G"]
+    with pytest.raises(ValueError, match="chunk 3 out of range: the store has 3 chunks"):
+        writer.chunk_rows(3)
+
+
+def test_one_writer_shared_by_threads(tmp_path):
+    path = _template(str(tmp_path / "s.zarr"), chunk_size=1)
+    writer = store.open_writer(path)
+    errors = []
+
+    def write(i):
+        try:
+            writer.write_chunk(i, *_chunk_data(1, float(i + 1)))
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(N)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    ds = store.open_results(path)
+    assert ds["done"].values.tolist() == [1] * N
+    np.testing.assert_array_equal(ds["profile"].values[:, 3, 2, 4, 1], np.arange(1, N + 1))
+
+
+def test_a_bad_value_writes_nothing(tmp_path):
+    """Every value is checked before the first is written: no half-written chunk."""
+    path = _template(str(tmp_path / "s.zarr"))
+    ref, mut = _chunk_data(2, 1.0)
+    mut["profile"] = mut["profile"][:, :, :, :5]  # checked after y, y_ref
+    with pytest.raises(ValueError, match=r"'profile': got shape \(2, 4, 4, 5, 2\), expected \(2, 4, 4, 6, 2\)"):
+        store.open_writer(path).write_chunk(0, ref, mut)
+    ds = store.open_results(path)
+    assert np.isnan(ds["y"].values).all() and np.isnan(ds["y_ref"].values).all()
+    assert not store.done_mask(path).any()
+    with pytest.raises(ValueError, match="no data for output 'profile'"):
+        store.write_chunk(path, 0, {"y": ref["y"]}, {"y": mut["y"]})
+    with pytest.raises(ValueError, match="the store has no o_alt variables"):
+        store.write_chunk(path, 0, *_chunk_data(2, 1.0), alt={"y": ref["y"]})
+
+
+def test_write_region_into_an_open_group(tmp_path):
+    path = _template(str(tmp_path / "s.zarr"), chunk_size=2)
+    group = store.open_group(path, "r+")
+    store.write_region(group, slice(2, 4), *_chunk_data(2, 3.0))
+    ds = store.open_results(path)
+    assert (ds["y"].values[2:4] == 3).all() and np.isnan(ds["y"].values[[0, 1, 4]]).all()
+    assert not store.done_mask(path).any()  # a region write sets no done flag
+
+
+def test_open_writer_refuses_inconsistent_chunking(tmp_path):
+    path = _template(str(tmp_path / "s.zarr"), chunk_size=2)
+    group = zarr.open_group(path, mode="r+")
+    group.create_array("done", shape=(2,), chunks=(1,), dtype="int8", overwrite=True,
+                       dimension_names=("chunk",))
+    with pytest.raises(ValueError, match="'done' has shape"):
+        store.open_writer(path)
+
+
+def test_check_params_on_what_is_not_a_store(tmp_path):
+    with pytest.raises(StoreMismatchError, match="does not exist") as info:
+        store.check_params(tmp_path / "nothing.zarr", {})
+    assert info.value.parameter is None
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    with pytest.raises(StoreMismatchError, match="is a Zarr store not written by fastism_dist"):
+        store.check_params(tmp_path / "plain.zarr", {})
+
+
+def test_paths_and_urls(tmp_path):
+    path = _template(str(tmp_path / "s.zarr"))
+    assert store.store_path(f"file://{path}") == path
+    assert store.store_path("s3://bucket/run.zarr") == "s3://bucket/run.zarr"
+    assert store.store_state(f"file://{path}") == "store"
+    assert store.read_chunk_size(path) == 2 and store.read_params(path) == {"start": 3, "end": 7}

@@ -1,0 +1,95 @@
+"""Every name in a fastism_dist Zarr store: dimensions, variables, coordinates and attributes.
+
+One store holds one run. For a model output ``o`` of per-sequence shape ``out``::
+
+    o          (seq, pos, base, *o_dims)   model output for each substitution
+    o_ref      (seq, *o_dims)              reference output
+    o_alt      (seq, *o_dims)              VCF inputs only: output with the ALT allele
+    done       (chunk,)                    1 where a chunk of sequences is complete
+    coords     seq (ids), pos (0-based position in the input), base (letters),
+               chrom / start / end / strand (seq,) where known, pad_left / pad_right (seq,)
+               where a window is padded, variant_pos / ref_allele / alt_allele / variant_id
+               (seq,) for VCF inputs, ref_base (seq, pos); labels of an output's own
+               dimensions where known (task names, reducer bins)
+    attrs      fastism_dist_version, model_sha256, params (JSON), outputs, chunk_size, alt
+               (True when ``o_alt`` variables exist), alt_note (VCF inputs)
+
+An output's own dimensions ``o_dims`` are ``o_dim_0, o_dim_1, ...`` unless a reducer renames or
+relabels them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SEQ = "seq"
+POS = "pos"
+BASE = "base"
+CHUNK = "chunk"
+DONE = "done"
+REF_BASE = "ref_base"
+REF_SUFFIX = "_ref"
+ALT_SUFFIX = "_alt"
+SEQ_COORDS = ("chrom", "start", "end", "strand")
+PAD_COORDS = ("pad_left", "pad_right")
+VARIANT_COORDS = ("variant_pos", "ref_allele", "alt_allele", "variant_id")
+PER_SEQ_COORDS = SEQ_COORDS + PAD_COORDS + VARIANT_COORDS
+RESERVED_NAMES = (SEQ, POS, BASE, CHUNK, DONE, REF_BASE) + PER_SEQ_COORDS
+DTYPES = ("float32", "float16")
+
+ATTR_VERSION = "fastism_dist_version"
+ATTR_MODEL_SHA256 = "model_sha256"
+ATTR_PARAMS = "params"
+ATTR_OUTPUTS = "outputs"
+ATTR_CHUNK_SIZE = "chunk_size"
+ATTR_ALT = "alt"
+ATTR_ALT_NOTE = "alt_note"
+
+STRING_DTYPE = np.dtypes.StringDType()
+
+
+def output_dims(name, ndim):
+    """Default names of an output's own dimensions: ``<name>_dim_0``, ``<name>_dim_1``, ..."""
+    return tuple(f"{name}_dim_{i}" for i in range(ndim))
+
+
+def ref_name(name):
+    """Variable holding the reference output of model output ``name``."""
+    return f"{name}{REF_SUFFIX}"
+
+
+def alt_name(name):
+    """Variable holding the output of model output ``name`` with the VCF ALT allele applied."""
+    return f"{name}{ALT_SUFFIX}"
+
+
+def output_variables(name, alt=False):
+    """The variables a store holds for output ``name``: ``o``, ``o_ref`` and, with ``alt``, ``o_alt``."""
+    return (name, ref_name(name)) + ((alt_name(name),) if alt else ())
+
+
+def reserved_names(outputs, alt=True):
+    """Names no output dimension may take: the store's own and every output's variables.
+
+    Parameters
+    ----------
+    outputs : iterable of str
+        The stored output names.
+    alt : bool
+        Count the ``o_alt`` names too. Default is True.
+
+    Returns
+    -------
+    set of str
+    """
+    names = set(RESERVED_NAMES)
+    for name in outputs:
+        names.update(output_variables(name, alt))
+    return names
+
+
+def n_chunks(n_sequences, chunk_size):
+    """Number of chunks of ``chunk_size`` sequences covering ``n_sequences`` (the last may be short)."""
+    return int(math.ceil(n_sequences / chunk_size))

@@ -1,0 +1,382 @@
+"""Writing a store: the template, chunk-aligned region writes and the ``done`` flags.
+
+``create_template`` writes every coordinate, attribute and (empty, NaN-filled) variable before
+any task runs. Each task then writes the one chunk of sequences it owns: every per-sequence
+variable's region of that chunk, and finally ``done[chunk] = 1``. Chunks never overlap, so no two
+tasks write one Zarr chunk and no locks are needed; a region that is not chunk-aligned is refused.
+
+A worker opens the store once with :func:`open_writer` and reuses the :class:`StoreWriter` for
+every chunk it writes; :func:`write_chunk` and :func:`write_region` open it for one write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+
+from fastism_dist.store.reader import (
+    chunk_slices,
+    normalise_params,
+    open_group,
+    seq_arrays,
+    store_path,
+    stored_outputs,
+)
+from fastism_dist.store.schema import (
+    ATTR_ALT,
+    ATTR_CHUNK_SIZE,
+    ATTR_MODEL_SHA256,
+    ATTR_OUTPUTS,
+    ATTR_PARAMS,
+    ATTR_VERSION,
+    BASE,
+    CHUNK,
+    DONE,
+    DTYPES,
+    PAD_COORDS,
+    PER_SEQ_COORDS,
+    POS,
+    REF_BASE,
+    SEQ,
+    STRING_DTYPE,
+    alt_name,
+    n_chunks,
+    output_dims,
+    ref_name,
+    reserved_names,
+)
+
+
+def create_template(path, *, ids, positions, bases, outputs, params, model_sha256, chunk_size,
+                    coords=None, dtype="float32", overwrite=False, dims=None, alt=False,
+                    attrs=None):
+    """Write the store's metadata, coordinates and empty variables; no data chunks.
+
+    Parameters
+    ----------
+    path : str
+        Local directory or fsspec URL of the store.
+    ids : sequence of str, length N
+        Sequence ids (the ``seq`` coordinate).
+    positions : array of int, length W
+        0-based mutated positions in the input sequence (the ``pos`` coordinate).
+    bases : sequence of str, length S
+        Substitution labels (the ``base`` coordinate).
+    outputs : dict
+        Output name -> shape of one sequence's stored output (no batch dimension; after any
+        reducer).
+    params : dict
+        The run's settings, stored as JSON in ``attrs["params"]`` and compared on resume.
+    model_sha256 : str
+    chunk_size : int
+        Sequences per chunk (and per task).
+    coords : dict, optional
+        Per-sequence arrays among ``chrom``, ``start``, ``end``, ``strand`` (genomic windows),
+        ``pad_left``, ``pad_right`` (padded rows; kept only where some window is padded) and
+        ``variant_pos``, ``ref_allele``, ``alt_allele``, ``variant_id`` (VCF inputs); other keys,
+        None and all-missing arrays are left out.
+    dtype : {"float32", "float16"}
+        Stored dtype of the outputs. Default is float32.
+    overwrite : bool
+        Replace an existing store. Default is False (an existing store is an error).
+    dims : dict, optional
+        Output name -> its own dimensions, each ``(name, size, labels or None)`` (e.g. the
+        ``Dim`` of a reducer); labels become a coordinate of that dimension. Default is
+        ``o_dim_0, o_dim_1, ...`` without labels.
+    alt : bool
+        Also create ``o_alt`` (seq, *o_dims) for every output (VCF inputs). Default is False.
+    attrs : dict, optional
+        Extra JSON-able attributes of the store.
+
+    Returns
+    -------
+    str
+        The store's path (absolute for local paths).
+    """
+    import xarray as xr
+
+    path = store_path(path)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    chunk_size = int(chunk_size)
+    n = len(ids)
+    if n == 0:
+        raise ValueError("cannot create a store for zero sequences")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    positions = np.asarray(positions, dtype=np.int64)
+    rows = min(chunk_size, n)
+    data_vars, encoding, dim_coords = _output_variables(
+        outputs, dims or {}, (n, len(positions), len(bases)), rows, dtype, alt)
+    data_vars[DONE] = ((CHUNK,), _lazy_full((n_chunks(n, chunk_size),), 0, np.int8, (1,)))
+    coord_vars = {
+        SEQ: np.asarray([str(i) for i in ids], dtype=STRING_DTYPE),
+        POS: positions,
+        BASE: np.asarray([str(b) for b in bases], dtype=STRING_DTYPE),
+        REF_BASE: ((SEQ, POS), _lazy_full((n, len(positions)), "", STRING_DTYPE, (rows, len(positions)))),
+    }
+    coord_vars.update(_per_seq_coords(coords or {}, n))
+    coord_vars.update(dim_coords)
+    encoding[REF_BASE] = {"chunks": (rows, len(positions))}
+    all_attrs = _template_attrs(outputs, params, model_sha256, chunk_size, alt, attrs or {})
+    ds = xr.Dataset(data_vars, coords=coord_vars, attrs=all_attrs)
+    with warnings.catch_warnings():
+        # xarray consolidates the metadata, which zarr v3 calls "not part of the specification";
+        # consolidated metadata is what lets xr.open_zarr(STORE) open the store without warnings.
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        ds.to_zarr(path, mode="w" if overwrite else "w-", compute=False, encoding=encoding,
+                   zarr_format=3)
+    return path
+
+
+def _lazy_full(shape, value, dtype, chunks):
+    import dask.array as da
+
+    return da.full(shape, value, dtype=dtype, chunks=chunks)
+
+
+def _output_variables(outputs, dims, lead, rows, dtype, alt):
+    """The NaN-filled variables of every output, their encodings and their dims' labels.
+
+    Parameters
+    ----------
+    outputs : dict of str to tuple of int
+        Output name -> per-sequence shape ``out``.
+    dims : dict
+        Output name -> its own dimensions ``(name, size, labels or None)``, where given.
+    lead : (int, int, int)
+        ``(N, W, S)``.
+    rows : int
+        Sequences per Zarr chunk.
+    dtype : str
+    alt : bool
+        Create ``o_alt`` too.
+
+    Returns
+    -------
+    data_vars, encoding, dim_coords : dict
+    """
+    n, w, s = lead
+    reserved = reserved_names(outputs)
+    data_vars, encoding, dim_coords, sizes = {}, {}, {}, {}
+    for name, shape in outputs.items():
+        shape = tuple(int(d) for d in shape)
+        names, labels = _dims_of(name, shape, dims.get(name))
+        for dim, size in zip(names, shape):
+            if dim in reserved or sizes.setdefault(dim, size) != size:
+                raise ValueError(f"dimension {dim!r} of output {name!r} clashes with a store "
+                                 "variable or another output's dimension")
+        dim_coords.update({dim: _coord_values(lab) for dim, lab in zip(names, labels)
+                           if lab is not None})
+        data_vars[name] = ((SEQ, POS, BASE) + names,
+                           _lazy_full((n, w, s) + shape, np.nan, dtype, (rows, w, s) + shape))
+        per_seq = [ref_name(name)] + ([alt_name(name)] if alt else [])
+        for var in per_seq:
+            data_vars[var] = ((SEQ,) + names, _lazy_full((n,) + shape, np.nan, dtype, (rows,) + shape))
+        for var in [name] + per_seq:
+            encoding[var] = {"_FillValue": np.nan, "dtype": dtype}
+    return data_vars, encoding, dim_coords
+
+
+def _dims_of(name, shape, dims):
+    """Dimension names and labels (None: unlabelled) of output ``name`` of per-sequence ``shape``."""
+    if dims is None:
+        return output_dims(name, len(shape)), (None,) * len(shape)
+    dims = [tuple(d) + (None,) * (3 - len(tuple(d))) for d in dims]
+    if tuple(int(d[1]) for d in dims) != shape:
+        raise ValueError(f"dims of output {name!r} have sizes {[int(d[1]) for d in dims]}, "
+                         f"its shape is {shape}")
+    names = tuple(str(d[0]) for d in dims)
+    if len(set(names)) != len(names):
+        raise ValueError(f"dims of output {name!r} repeat a name: {names}")
+    for dim, size, labels in dims:
+        if labels is not None and len(labels) != int(size):
+            raise ValueError(f"dimension {dim!r} has {len(labels)} labels for size {size}")
+    return names, tuple(d[2] for d in dims)
+
+
+def _coord_values(labels):
+    """Labels as a coordinate array: int64, float, or variable-width strings."""
+    values = np.asarray(labels)
+    if values.dtype.kind in "OUS":
+        return np.asarray([str(v) for v in values.tolist()], dtype=STRING_DTYPE)
+    return values
+
+
+def _per_seq_coords(coords, n):
+    """The per-sequence coordinates worth storing: known somewhere, padding only where padded."""
+    padded = any(np.any(np.asarray(coords[k]) > 0) for k in PAD_COORDS if coords.get(k) is not None)
+    kept = {}
+    for key, values in coords.items():
+        if key not in PER_SEQ_COORDS or values is None or (key in PAD_COORDS and not padded):
+            continue
+        values = np.asarray(values)
+        if len(values) != n:
+            raise ValueError(f"coordinate {key!r} has {len(values)} values for {n} sequences")
+        if values.dtype.kind in "OUS":
+            if all(v in (None, "", ".") for v in values.tolist()):
+                continue
+            values = np.asarray(["" if v is None else str(v) for v in values.tolist()],
+                                dtype=STRING_DTYPE)
+        elif values.dtype.kind == "f" and np.all(np.isnan(values)):
+            continue
+        elif values.dtype.kind in "iu" and np.all(values < 0):  # -1: unknown
+            continue
+        kept[key] = (SEQ, values)
+    return kept
+
+
+def _template_attrs(outputs, params, model_sha256, chunk_size, alt, extra):
+    from fastism_dist import __version__
+
+    attrs = {
+        ATTR_VERSION: __version__,
+        ATTR_MODEL_SHA256: str(model_sha256),
+        ATTR_PARAMS: json.dumps(normalise_params(params)),
+        ATTR_OUTPUTS: list(outputs),
+        ATTR_CHUNK_SIZE: chunk_size,
+        ATTR_ALT: bool(alt),
+    }
+    for key, value in extra.items():
+        if key in attrs:
+            raise ValueError(f"attribute {key!r} is written by create_template itself")
+        attrs[key] = normalise_params(value)
+    return attrs
+
+
+class StoreWriter:
+    """An open store that writes whole chunks of sequences; open it once and reuse it.
+
+    Reads the store's layout and chunk plan once (:func:`open_writer`). The writer holds no
+    lock: tasks writing different chunks, in threads or processes, never share a Zarr chunk.
+    A template re-created at the same path (``overwrite``) needs a new writer.
+
+    Attributes
+    ----------
+    path : str
+    outputs : list of str
+        The stored output names.
+    n_chunks : int
+    """
+
+    def __init__(self, group, path):
+        self.path = path
+        self._group = group
+        self._slices = chunk_slices(group, path)
+        self._arrays = seq_arrays(group)
+        self._done = group[DONE]
+        self.outputs = stored_outputs(group)
+        self._has_alt = bool(group.attrs.get(ATTR_ALT, False))
+        self._n = group[SEQ].shape[0]
+        self._chunk_size = int(group.attrs[ATTR_CHUNK_SIZE])
+
+    @property
+    def n_chunks(self):
+        return len(self._slices)
+
+    def chunk_rows(self, chunk_index):
+        """The ``seq`` rows of chunk ``chunk_index``: ``slice(start, stop)``."""
+        if not 0 <= chunk_index < len(self._slices):
+            raise ValueError(f"chunk {chunk_index} out of range: the store has "
+                             f"{len(self._slices)} chunks")
+        return self._slices[chunk_index]
+
+    def write_chunk(self, chunk_index, ref, mut, ref_base=None, alt=None):
+        """Write chunk ``chunk_index`` of every per-sequence variable, then mark it done.
+
+        Parameters
+        ----------
+        chunk_index : int
+        ref : dict
+            Output name -> ndarray of shape (B, *out), B the chunk's sequences.
+        mut : dict
+            Output name -> ndarray of shape (B, W, S, *out).
+        ref_base : ndarray of str, shape (B, W), optional
+            Reference letter at each mutated position.
+        alt : dict, optional
+            Output name -> ndarray of shape (B, *out): the output with the ALT allele. Required
+            when the store has ``o_alt`` variables.
+        """
+        self.write_rows(self.chunk_rows(chunk_index), ref, mut, ref_base, alt)
+        self._done[chunk_index] = 1
+
+    def write_rows(self, rows, ref, mut, ref_base=None, alt=None):
+        """Write ``seq[rows]`` of every per-sequence variable; ``done`` is left as it is.
+
+        ``rows`` must be chunk-aligned: a region that starts or ends inside a Zarr chunk (other
+        than at the last sequence) raises ``ValueError``, since two writers sharing a chunk would
+        silently lose data. Every value is checked before anything is written. Arguments as
+        :meth:`write_chunk`.
+        """
+        lo, hi = self._aligned(rows)
+        values = self._values(ref, mut, ref_base, alt)
+        for var, value in values.items():
+            expected = (hi - lo,) + tuple(self._arrays[var].shape[1:])
+            if value.shape != expected:
+                raise ValueError(f"{var!r}: got shape {value.shape}, expected {expected}")
+        for var, value in values.items():
+            arr = self._arrays[var]
+            arr[lo:hi] = value if var == REF_BASE else value.astype(arr.dtype, copy=False)
+
+    def _aligned(self, rows):
+        lo, hi, step = rows.indices(self._n)
+        size = self._chunk_size
+        if step != 1 or hi <= lo or lo % size or (hi % size and hi != self._n):
+            raise ValueError(
+                f"region {SEQ}[{rows.start}:{rows.stop}] is not aligned to the store's chunks of "
+                f"{size} sequences (of {self._n}): two tasks could write one Zarr chunk"
+            )
+        return lo, hi
+
+    def _values(self, ref, mut, ref_base, alt):
+        """Variable name -> the array to write there."""
+        if alt is not None and not self._has_alt:
+            raise ValueError("ALT outputs given but the store has no o_alt variables")
+        values = {}
+        for name in self.outputs:
+            if name not in ref or name not in mut:
+                raise ValueError(f"no data for output {name!r}")
+            values[name] = np.asarray(mut[name])
+            values[ref_name(name)] = np.asarray(ref[name])
+            if self._has_alt:
+                if alt is None or name not in alt:
+                    raise ValueError(f"no ALT data for output {name!r}")
+                values[alt_name(name)] = np.asarray(alt[name])
+        if ref_base is not None:
+            values[REF_BASE] = np.asarray(ref_base, dtype=STRING_DTYPE)
+        return values
+
+
+def open_writer(path):
+    """Open the store at ``path`` for writing chunks.
+
+    Returns
+    -------
+    StoreWriter
+        Raises ``ValueError`` when the store's arrays are not chunked as its ``chunk_size`` says.
+    """
+    path = store_path(path)
+    return StoreWriter(open_group(path, "r+"), path)
+
+
+def write_chunk(path, chunk_index, ref, mut, ref_base=None, alt=None):
+    """Write chunk ``chunk_index`` of every per-sequence variable, then mark it done.
+
+    Opens the store for this one write; see :meth:`StoreWriter.write_chunk` for the arguments.
+    """
+    open_writer(path).write_chunk(chunk_index, ref, mut, ref_base, alt)
+
+
+def write_region(path, region, ref, mut, ref_base=None, alt=None):
+    """Write ``seq[region]`` of every per-sequence variable; the region must be chunk-aligned.
+
+    ``path`` is the store's path (or its open Zarr group). See :meth:`StoreWriter.write_rows`.
+    """
+    if isinstance(path, (str, os.PathLike)):
+        writer = open_writer(path)
+    else:
+        writer = StoreWriter(path, str(path.store))
+    writer.write_rows(region, ref, mut, ref_base, alt)
