@@ -34,7 +34,7 @@ _LAZY = {
     "NaiveISM": "fastism_dist.core.naive",
     "ISMResult": "fastism_dist.core.spec",
     "score": "fastism_dist.distributed.engine",
-    "open_results": "fastism_dist.store.layout",
+    "open_results": "fastism_dist.analysis",
 }
 
 

@@ -1,11 +1,16 @@
-"""fastism_dist.analysis.attribution on small Datasets built by hand in the store's schema (DESIGN §5)."""
+"""fastism_dist.analysis on small Datasets built by hand in the store's schema, and on real stores."""
+
+import subprocess
+import sys
 
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
 
-import fastism_dist.analysis.attribution as an
+import fastism_dist
+import fastism_dist.analysis as an
+from fastism_dist import store
 from fastism_dist.errors import FastISMError
 
 BASES = ["A", "C", "G", "T"]
@@ -206,3 +211,81 @@ def test_zarr_round_trip_stays_lazy(tmp_path):
     assert is_lazy(imp) and is_lazy(gc)
     np.testing.assert_allclose(imp.values, an.importance(ds, "y").values, rtol=1e-6)
     np.testing.assert_array_equal(gc.values, an.genomic_coordinate(ds).values)
+
+
+def _store_with_one_chunk(path):
+    """A real store: output ``y`` (3 tasks) of 3 sequences, chunk 0 (sequences 0, 1) written."""
+    store.create_template(path, ids=["a", "b", "c"], positions=np.arange(5), bases=list("ACGT"),
+                          outputs={"y": (3,)}, params={}, model_sha256="x", chunk_size=2)
+    rng = np.random.default_rng(3)
+    ref = {"y": rng.normal(size=(2, 3))}
+    mut = {"y": rng.normal(size=(2, 5, 4, 3))}
+    store.write_chunk(path, 0, ref, mut)
+    return ref["y"], mut["y"]
+
+
+def test_open_results_gives_the_accessor_on_a_real_store(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    ref, mut = _store_with_one_chunk(path)
+    ds = fastism_dist.open_results(path)
+    assert fastism_dist.open_results is an.open_results
+    imp = ds.ism.importance().compute()
+    want = np.sqrt(((mut - ref[:, None, None]).astype(np.float32) ** 2).sum(axis=(2, 3)))
+    np.testing.assert_allclose(imp.values[:2], want, rtol=1e-6)
+    assert np.isnan(imp.values[2]).all()  # chunk 1 is not written yet
+    assert ds.ism.outputs == ["y"]
+
+
+def test_accessor_registered_by_the_top_level_open_results_alone(tmp_path):
+    """A fresh interpreter that imports nothing but ``fastism_dist`` gets ``ds.ism``; the store
+    package alone neither registers it nor imports the analysis package."""
+    path = str(tmp_path / "s.zarr")
+    _store_with_one_chunk(path)
+    code = (
+        "import sys, fastism_dist.store as st\n"
+        f"ds = st.open_results({path!r})\n"
+        "assert not hasattr(ds, 'ism'), 'the store package registered ds.ism'\n"
+        "assert 'fastism_dist.analysis' not in sys.modules\n"
+        "import fastism_dist\n"
+        f"ds = fastism_dist.open_results({path!r})\n"
+        "print(ds.ism.importance('y').shape, ds.ism.outputs)\n"
+        "assert not any(m.split('.')[0] in ('tensorflow', 'keras', 'matplotlib') for m in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "(3, 5) ['y']"
+
+
+def test_variant_effect():
+    ds, mut, ref, _ = make_dataset()
+    alt = mut[:, 0, 1]  # any (seq, y_dim_0) array
+    ds["y_alt"] = (("seq", "y_dim_0"), da.from_array(alt, chunks=(2, 2)))
+    effect = an.variant_effect(ds, "y")
+    assert is_lazy(effect) and effect.dims == ("seq", "y_dim_0") and effect.name == "y_variant_effect"
+    np.testing.assert_allclose(effect.values, alt - ref, rtol=1e-6)
+    np.testing.assert_allclose(ds.ism.variant_effect(task=1).values, alt[:, 1] - ref[:, 1], rtol=1e-6)
+    bare, *_ = make_dataset()
+    with pytest.raises(FastISMError, match="no 'y_alt': ALT outputs are stored for VCF inputs only"):
+        an.variant_effect(bare)
+
+
+def test_genomic_coordinate_masks_padding():
+    ds, *_ = make_dataset(n_seq=3, n_pos=8)
+    # sequence 0 starts 3 bp before chr1 (+); sequence 1 (-) runs 2 bp past the chromosome end
+    ds = ds.assign_coords(start=("seq", [-3, 200, -1]), end=("seq", [5, 208, -1]),
+                          pad_left=("seq", [3, 0, 0]), pad_right=("seq", [0, 2, 0]))
+    values = an.genomic_coordinate(ds).values
+    np.testing.assert_array_equal(values[0], [-1, -1, -1, 0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(values[1], [207, 206, 205, 204, 203, 202, -1, -1])
+    np.testing.assert_array_equal(values[2], -1)
+
+
+def test_choose_output():
+    two, *_ = make_dataset(extra_output=True)
+    assert an.choose_output(two, "z") == "z"
+    with pytest.raises(FastISMError, match=r"several outputs \['y', 'z'\]: choose one with output="):
+        an.choose_output(two)
+    broken = two.drop_vars("z_ref")
+    broken.attrs["outputs"] = ["y", "z"]
+    with pytest.raises(FastISMError, match="has no reference variable 'z_ref'"):
+        an.choose_output(broken, "z")

@@ -1,8 +1,8 @@
 """Lazy analysis of an ISM store: differences from the reference, attributions, importance.
 
-Every function takes the ``xarray.Dataset`` of a store (DESIGN §5, ``open_results(STORE)``) and
-returns DataArrays / Datasets that stay Dask-backed until ``.compute()``, so they work on stores
-larger than memory. For a model output ``o`` the store holds::
+Every function takes the ``xarray.Dataset`` of a store (``fastism_dist.open_results(STORE)``)
+and returns DataArrays / Datasets that stay Dask-backed until ``.compute()``, so they work on
+stores larger than memory. For a model output ``o`` the store holds::
 
     o       (seq, pos, base, *o_dims)    output with position pos replaced by base
     o_ref   (seq, *o_dims)               reference output
@@ -11,40 +11,47 @@ larger than memory. For a model output ``o`` the store holds::
             pad_left / pad_right (seq,) where windows run off a chromosome end
 
 ``o_dims`` are the output's own dimensions (``o_dim_0``, ... or labelled ones left by a reducer);
-``task`` arguments choose along them.
-
-Importing this module registers the ``ds.ism`` accessor, whose methods only call the functions
-below::
-
-    import fastism_dist.analysis.attribution
-    ds = fastism_dist.open_results("run.zarr")
-    ds.ism.importance("motifs").compute()
+``task`` arguments choose along them. The ``ds.ism`` accessor calls these functions.
 """
 
 from __future__ import annotations
 
+import dask.array
 import numpy as np
 import xarray as xr
 
 from fastism_dist.errors import FastISMError
+from fastism_dist.store import (
+    ATTR_OUTPUTS,
+    BASE,
+    CHROM,
+    END,
+    PAD_LEFT,
+    PAD_RIGHT,
+    POS,
+    SEQ,
+    START,
+    STRAND,
+    alt_name,
+    ref_name,
+)
 
-SEQ = "seq"
-POS = "pos"
-BASE = "base"
-REF_SUFFIX = "_ref"
-REF_BASE = "ref_base"
 RANK = "rank"
 
 __all__ = [
     "output_names",
+    "choose_output",
+    "task_dims",
+    "select_task",
     "delta",
     "mean_centred",
     "importance",
     "top_positions",
+    "window_sums",
+    "top_window_start",
     "top_window",
     "genomic_coordinate",
     "variant_effect",
-    "ISMAccessor",
 ]
 
 
@@ -55,19 +62,30 @@ __all__ = [
 def output_names(ds):
     """Names of the model outputs stored in ``ds``: ``attrs["outputs"]``, else every variable
     ``o`` with dims ``(seq, pos, base, ...)`` that has a matching ``o_ref``."""
-    names = ds.attrs.get("outputs")
+    names = ds.attrs.get(ATTR_OUTPUTS)
     if isinstance(names, str):
         names = [names]
     if names:
         return [str(n) for n in names if str(n) in ds.data_vars]
     return [
         str(name) for name, var in ds.data_vars.items()
-        if var.dims[:3] == (SEQ, POS, BASE) and f"{name}{REF_SUFFIX}" in ds.data_vars
+        if var.dims[:3] == (SEQ, POS, BASE) and ref_name(name) in ds.data_vars
     ]
 
 
-def _output(ds, output):
-    """Resolve ``output`` (name, or None for the only one) to a stored output name."""
+def choose_output(ds, output=None):
+    """The stored output name ``output`` stands for.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    output : str, optional
+        An output name. Default is the only output (an error where there are several).
+
+    Returns
+    -------
+    str
+    """
     names = output_names(ds)
     if output is None:
         if len(names) == 1:
@@ -78,8 +96,8 @@ def _output(ds, output):
     output = str(output)
     if output not in names:
         raise FastISMError(f"no output named {output!r} in the dataset; its outputs are {names}")
-    if f"{output}{REF_SUFFIX}" not in ds.data_vars:
-        raise FastISMError(f"output {output!r} has no reference variable {output}{REF_SUFFIX!r}")
+    if ref_name(output) not in ds.data_vars:
+        raise FastISMError(f"output {output!r} has no reference variable {ref_name(output)!r}")
     return output
 
 
@@ -151,12 +169,7 @@ def _lazy(da, like):
 
 
 def _is_dask(da):
-    try:
-        import dask.array
-
-        return isinstance(da.data, dask.array.Array)
-    except ImportError:  # pragma: no cover - dask is a dependency
-        return False
+    return isinstance(da.data, dask.array.Array)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,9 +193,9 @@ def delta(ds, output=None, task=None):
     DataArray of shape (seq, pos, base, *o_dims)
         ``o - o_ref``, at least float32; zero where ``base`` is the reference letter.
     """
-    name = _output(ds, output)
+    name = choose_output(ds, output)
     mut = _float(ds[name])
-    ref = _float(ds[f"{name}{REF_SUFFIX}"])
+    ref = _float(ds[ref_name(name)])
     out = _lazy(select_task(mut, task) - select_task(ref, task), mut)
     out.name = f"{name}_delta"
     return out
@@ -339,24 +352,24 @@ def genomic_coordinate(ds):
     """
     like = next((ds[n] for n in output_names(ds)), None)
     pos = ds[POS].astype(np.int64)
-    if "start" not in ds.variables:
+    if START not in ds.variables:
         out = xr.DataArray(np.full((ds.sizes[SEQ], ds.sizes[POS]), -1, dtype=np.int64),
                            dims=(SEQ, POS), coords={SEQ: ds[SEQ], POS: ds[POS]})
     else:
-        start = ds["start"].astype(np.int64)
-        end = ds["end"].astype(np.int64) if "end" in ds.variables else start + pos.size
-        if "strand" in ds.variables:
-            minus = ds["strand"] == "-"
+        start = ds[START].astype(np.int64)
+        end = ds[END].astype(np.int64) if END in ds.variables else start + pos.size
+        if STRAND in ds.variables:
+            minus = ds[STRAND] == "-"
         else:
             minus = xr.zeros_like(start, dtype=bool)
-        if "chrom" in ds.variables:  # a window may start before a chromosome (then padded)
-            known = ds["chrom"] != ""
+        if CHROM in ds.variables:  # a window may start before a chromosome (then padded)
+            known = ds[CHROM] != ""
         else:
             known = start >= 0
-        if "pad_left" in ds.variables:
-            known = known & (pos >= ds["pad_left"])
-        if "pad_right" in ds.variables:
-            known = known & (pos < (end - start) - ds["pad_right"])
+        if PAD_LEFT in ds.variables:
+            known = known & (pos >= ds[PAD_LEFT])
+        if PAD_RIGHT in ds.variables:
+            known = known & (pos < (end - start) - ds[PAD_RIGHT])
         coord = xr.where(minus, end - 1 - pos, start + pos)
         out = xr.where(known & (coord >= 0), coord, -1).astype(np.int64)
     out = out.transpose(SEQ, POS)
@@ -383,68 +396,11 @@ def variant_effect(ds, output=None, task=None):
         At least float32; NaN for indels. For a reducer that compares with the reference
         (``jsd``) ``o_ref`` is 0 and this is the stored distance itself.
     """
-    name = _output(ds, output)
-    alt = f"{name}_alt"
+    name = choose_output(ds, output)
+    alt = alt_name(name)
     if alt not in ds.data_vars:
         raise FastISMError(f"the dataset has no {alt!r}: ALT outputs are stored for VCF inputs only")
-    ref = _float(ds[f"{name}{REF_SUFFIX}"])
+    ref = _float(ds[ref_name(name)])
     out = _lazy(select_task(_float(ds[alt]), task) - select_task(ref, task), ref)
     out.name = f"{name}_variant_effect"
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# the accessor
-
-
-@xr.register_dataset_accessor("ism")
-class ISMAccessor:
-    """``ds.ism``: the functions of ``fastism_dist.analysis.attribution`` and ``fastism_dist.analysis.plot`` on ``ds``."""
-
-    def __init__(self, ds):
-        self._ds = ds
-
-    @property
-    def outputs(self):
-        """The stored output names."""
-        return output_names(self._ds)
-
-    def delta(self, output=None, task=None):
-        """See :func:`fastism_dist.analysis.attribution.delta`."""
-        return delta(self._ds, output, task)
-
-    def mean_centred(self, output=None, task=None):
-        """See :func:`fastism_dist.analysis.attribution.mean_centred`."""
-        return mean_centred(self._ds, output, task)
-
-    def importance(self, output=None, task=None):
-        """See :func:`fastism_dist.analysis.attribution.importance`."""
-        return importance(self._ds, output, task)
-
-    def top_positions(self, output=None, k=10, task=None):
-        """See :func:`fastism_dist.analysis.attribution.top_positions`."""
-        return top_positions(self._ds, output, k, task)
-
-    def top_window(self, output=None, width=15, task=None):
-        """See :func:`fastism_dist.analysis.attribution.top_window`."""
-        return top_window(self._ds, output, width, task)
-
-    def genomic_coordinate(self):
-        """See :func:`fastism_dist.analysis.attribution.genomic_coordinate`."""
-        return genomic_coordinate(self._ds)
-
-    def variant_effect(self, output=None, task=None):
-        """See :func:`fastism_dist.analysis.attribution.variant_effect`."""
-        return variant_effect(self._ds, output, task)
-
-    def plot(self, seq, output=None, task=None, window=None, ax=None):
-        """See :func:`fastism_dist.analysis.plot.plot_ism`."""
-        from fastism_dist.analysis.plot import plot_ism
-
-        return plot_ism(self._ds, seq, output=output, task=task, window=window, ax=ax)
-
-    def plot_importance_track(self, output=None, seqs=None, task=None, ax=None):
-        """See :func:`fastism_dist.analysis.plot.plot_importance_track`."""
-        from fastism_dist.analysis.plot import plot_importance_track
-
-        return plot_importance_track(self._ds, output, seqs=seqs, task=task, ax=ax)

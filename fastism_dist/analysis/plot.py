@@ -16,8 +16,17 @@ import os
 
 import numpy as np
 
-from fastism_dist.analysis import attribution as analysis
+from fastism_dist.analysis.attribution import (
+    choose_output,
+    delta,
+    genomic_coordinate,
+    importance,
+    select_task,
+    task_dims,
+    top_window_start,
+)
 from fastism_dist.errors import FastISMError
+from fastism_dist.store import BASE, CHROM, END, POS, REF_BASE, SEQ, START, STRAND
 
 __all__ = ["plot_ism", "plot_importance_track", "save_png"]
 
@@ -37,7 +46,7 @@ def _figure(figsize):
 
 def _seq_index(ds, seq):
     """Index along ``seq`` of an id (str) or an index (int)."""
-    ids = [str(s) for s in ds[analysis.SEQ].values.tolist()]
+    ids = [str(s) for s in ds[SEQ].values.tolist()]
     if isinstance(seq, (int, np.integer)) and not isinstance(seq, bool):
         if not -len(ids) <= int(seq) < len(ids):
             raise FastISMError(f"sequence index {seq} out of range for {len(ids)} sequences")
@@ -51,12 +60,12 @@ def _seq_index(ds, seq):
 
 def _seq_coords(ds, i):
     """(chrom, start, end, strand) of sequence ``i``, or None when unknown."""
-    if "start" not in ds.variables or "chrom" not in ds.variables:
+    if START not in ds.variables or CHROM not in ds.variables:
         return None
-    chrom = str(np.asarray(ds["chrom"][i].values))
-    start = int(ds["start"][i].values)
-    end = int(ds["end"][i].values) if "end" in ds.variables else -1
-    strand = str(np.asarray(ds["strand"][i].values)) if "strand" in ds.variables else "."
+    chrom = str(np.asarray(ds[CHROM][i].values))
+    start = int(ds[START][i].values)
+    end = int(ds[END][i].values) if END in ds.variables else -1
+    strand = str(np.asarray(ds[STRAND][i].values)) if STRAND in ds.variables else "."
     if not chrom or start < 0:
         return None
     return chrom, start, end, strand
@@ -77,7 +86,7 @@ def _window(positions, importance, window):
         if not 1 <= width:
             raise FastISMError(f"window width must be >= 1, got {width}")
         width = min(width, n)
-        first = int(analysis.top_window_start(importance, width))
+        first = int(top_window_start(importance, width))
         mask = np.zeros(n, dtype=bool)
         mask[first:first + width] = True
         return mask
@@ -94,8 +103,8 @@ def _window(positions, importance, window):
 
 def _one_task(d, task):
     """Reduce ``d`` (pos, base, *tasks) to (pos, base): ``task`` or the task changing most."""
-    d = analysis.select_task(d, task)
-    dims = analysis.task_dims(d)
+    d = select_task(d, task)
+    dims = task_dims(d)
     if not dims:
         if isinstance(task, dict):
             return d, ", ".join(f"{k}={v}" for k, v in task.items())
@@ -104,7 +113,7 @@ def _one_task(d, task):
         raise FastISMError(f"{d.name!r} has dims {list(dims)} at each position: choose one value of "
                            f"each with task={{dim: index, ...}} (or store it reduced)")
     dim = dims[0]
-    norms = np.sqrt((d * d).sum(["pos", "base"]).values)
+    norms = np.sqrt((d * d).sum([POS, BASE]).values)
     k = int(np.nanargmax(norms)) if np.isfinite(norms).any() else 0
     label = d[dim].values[k] if dim in d.coords else k
     return d.isel({dim: k}), label
@@ -116,13 +125,13 @@ def plot_ism(ds, seq, output=None, task=None, window=None, ax=None, cmap="RdBu_r
     Parameters
     ----------
     ds : xarray.Dataset
-        An ISM store (``open_results``).
+        An ISM store (``fastism_dist.open_results``).
     seq : str or int
         Sequence id, or its index.
     output : str, optional
         Output name. Default is the only output.
     task : int, str or dict, optional
-        Which task of a multi-task output (see ``analysis.select_task``). Default is the task
+        Which task of a multi-task output (see :func:`select_task`). Default is the task
         whose differences have the largest L2 norm on this sequence.
     window : None, int or (int, int), optional
         Positions shown: all (None, the default), the ``int``-wide window with the largest
@@ -143,20 +152,20 @@ def plot_ism(ds, seq, output=None, task=None, window=None, ax=None, cmap="RdBu_r
     import pandas as pd
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-    name = analysis._output(ds, output)
+    name = choose_output(ds, output)
     i = _seq_index(ds, seq)
-    seq_id = str(ds[analysis.SEQ].values[i])
-    d = analysis.delta(ds, name).isel({analysis.SEQ: i}).compute()  # (pos, base, *tasks)
+    seq_id = str(ds[SEQ].values[i])
+    d = delta(ds, name).isel({SEQ: i}).compute()  # (pos, base, *tasks)
     d, label = _one_task(d, task)
-    d = d.transpose(analysis.POS, analysis.BASE)
+    d = d.transpose(POS, BASE)
     values = np.asarray(d.values, dtype=np.float64)  # (W, S)
-    positions = np.asarray(d[analysis.POS].values, dtype=np.int64)
-    bases = [str(b) for b in d[analysis.BASE].values.tolist()]
+    positions = np.asarray(d[POS].values, dtype=np.int64)
+    bases = [str(b) for b in d[BASE].values.tolist()]
     imp = np.sqrt(np.nansum(values * values, axis=1))
     mask = _window(positions, imp, window)
     values, positions, imp = values[mask], positions[mask], imp[mask]
-    if analysis.REF_BASE in ds.variables:
-        ref = ds[analysis.REF_BASE].isel({analysis.SEQ: i}).values
+    if REF_BASE in ds.variables:
+        ref = ds[REF_BASE].isel({SEQ: i}).values
         ref = [str(r) for r in np.asarray(ref).tolist()]
         ref = np.asarray(ref, dtype=object)[mask]
     else:
@@ -234,8 +243,8 @@ def plot_importance_track(ds, output=None, seqs=None, task=None, ax=None, figsiz
         The x axis is the genomic coordinate when every chosen sequence has coordinates on one
         chromosome, else the position in the sequence.
     """
-    name = analysis._output(ds, output)
-    n = ds.sizes[analysis.SEQ]
+    name = choose_output(ds, output)
+    n = ds.sizes[SEQ]
     if seqs is None:
         idx = list(range(min(n, MAX_TRACKS)))
     else:
@@ -243,18 +252,18 @@ def plot_importance_track(ds, output=None, seqs=None, task=None, ax=None, figsiz
         if not seqs:
             raise FastISMError("no sequences chosen")
         idx = [_seq_index(ds, s) for s in seqs]
-    imp = analysis.importance(ds, name, task).isel({analysis.SEQ: idx}).compute()
+    imp = importance(ds, name, task).isel({SEQ: idx}).compute()
     coords = [_seq_coords(ds, i) for i in idx]
     genomic = all(c is not None for c in coords) and len({c[0] for c in coords}) == 1
-    gc = analysis.genomic_coordinate(ds).isel({analysis.SEQ: idx}).compute().values if genomic else None
-    positions = np.asarray(imp[analysis.POS].values)
+    gc = genomic_coordinate(ds).isel({SEQ: idx}).compute().values if genomic else None
+    positions = np.asarray(imp[POS].values)
 
     if ax is None:
         fig = _figure(figsize)
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    ids = [str(s) for s in imp[analysis.SEQ].values.tolist()]
+    ids = [str(s) for s in imp[SEQ].values.tolist()]
     for row, sid in enumerate(ids):
         x = gc[row] if genomic else positions
         order = np.argsort(x, kind="stable")
