@@ -1,10 +1,14 @@
-"""fastism_dist.outputs.reduce: profile reducers on known arrays, the registry and the spec parser."""
+"""fastism_dist.outputs: profile reducers on known arrays and against independent float64
+implementations, the registry, the spec parsers and the per-run OutputPlan."""
+
+import tracemalloc
 
 import numpy as np
 import pytest
 
-from fastism_dist.outputs import reduce as rd
+from fastism_dist import outputs as rd
 from fastism_dist.errors import FastISMError
+from fastism_dist.outputs import reducers
 
 B, W, S, L_OUT, T = 2, 3, 4, 10, 2
 
@@ -15,6 +19,25 @@ def chunk(seed=0):
     mut = rng.normal(size=(B, W, S, L_OUT, T)).astype(np.float32)
     mut[:, 1, 2] = ref  # an identity edit
     return ref, mut
+
+
+def softmax64(x, axis=-2):
+    """Softmax in float64, written independently of the package."""
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def jsd64(p, q, axis=-2):
+    """The textbook Jensen-Shannon distance in float64: sqrt of the mean KL to the midpoint."""
+    p, q = np.broadcast_arrays(np.asarray(p, dtype=np.float64), np.asarray(q, dtype=np.float64))
+    m = (p + q) / 2
+
+    def kl(a):
+        ratio = np.where(a > 0, a, 1.0) / np.where(m > 0, m, 1.0)
+        return np.where(a > 0, a * np.log2(ratio), 0.0).sum(axis=axis)
+
+    return np.sqrt(0.5 * kl(p) + 0.5 * kl(q))
 
 
 # ---- array functions ----------------------------------------------------------------------------
@@ -42,20 +65,39 @@ def test_jsd_symmetric_and_bounded():
 
 
 def test_jsd_against_hand_computed_value():
+    # m = (0.25, 0.5, 0.25): KL(p || m) = 0.5 log2(0.5 / 0.25) + 0.5 log2(0.5 / 0.5) = 0.5 = KL(q || m)
     p = np.array([0.5, 0.5, 0.0])[:, None]
     q = np.array([0.0, 0.5, 0.5])[:, None]
-    m = np.array([0.25, 0.5, 0.25])
-    div = 0.5 * (0.5 * np.log2(0.5 / 0.25) + 0.5 * np.log2(1.0)) * 2  # both halves are equal
-    assert rd.jsd(p, q, logits=False)[0] == pytest.approx(np.sqrt(div), rel=1e-6)
-    assert m.sum() == 1
-    # logits: softmax first
+    assert rd.jsd(p, q, logits=False)[0] == pytest.approx(np.sqrt(0.5), rel=1e-6)
+    # p = (1/2, 1/2), q = (1, 0): m = (3/4, 1/4); KL(p||m) = 1 - 0.5 log2(3), KL(q||m) = 2 - log2(3)
+    want = np.sqrt(0.5 * (1 - 0.5 * np.log2(3)) + 0.5 * (2 - np.log2(3)))
+    assert rd.jsd(np.array([[0.5], [0.5]]), np.array([[1.0], [0.0]]), logits=False)[0] == pytest.approx(want, rel=1e-6)
+    # logits: softmax first, so adding a constant changes nothing
     logits = np.log(np.array([0.2, 0.3, 0.5]))[:, None]
     assert rd.jsd(logits, logits + 7.0)[0] == pytest.approx(0.0, abs=1e-6)
+    assert rd.jsd(logits, np.log(np.array([0.5, 0.3, 0.2]))[:, None])[0] == pytest.approx(
+        jsd64([[0.2], [0.3], [0.5]], [[0.5], [0.3], [0.2]])[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-2, 1e-4])
+def test_jsd_float32_matches_float64_textbook_formula(scale):
+    """Small distances (a mutation that barely moves the profile) keep their absolute accuracy."""
+    rng = np.random.default_rng(7)
+    ref = (3 * rng.normal(size=(64, 200, 3))).astype(np.float32)
+    mut = (ref + scale * rng.normal(size=ref.shape)).astype(np.float32)
+    got = rd.jsd(mut, ref)
+    want = jsd64(softmax64(mut), softmax64(ref))
+    assert got.dtype == np.float32 and got.shape == (64, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-7)
+    assert np.all(got > 0)
+    probs = softmax64(mut.astype(np.float64))
+    np.testing.assert_allclose(rd.jsd(probs, softmax64(ref), logits=False), want, rtol=1e-3, atol=2e-7)
 
 
 def test_total_logsumexp_bins():
     ref, mut = chunk()
-    np.testing.assert_allclose(rd.total_count(mut), mut.sum(axis=-2), rtol=1e-6)
+    exact = mut.astype(np.float64).sum(axis=-2)  # float32 sums of 10 values: a few ulps off
+    np.testing.assert_allclose(rd.total_count(mut), exact, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(rd.logsumexp(ref), np.log(np.exp(ref).sum(axis=-2)), rtol=1e-5)
     big = np.full((4, 1), 1000.0)
     assert rd.logsumexp(big)[0] == pytest.approx(1000 + np.log(4))
@@ -63,23 +105,15 @@ def test_total_logsumexp_bins():
     x = np.arange(10.0)[:, None]
     np.testing.assert_allclose(rd.bin_sums(x, 3)[:, 0], [3, 12, 21, 9])  # last bin: remainder
     np.testing.assert_allclose(rd.bin_sums(x, 5)[:, 0], [10, 35])
-    np.testing.assert_allclose(rd.softmax(x).sum(axis=-2), 1)
-
-
-def test_select_outputs():
-    names = ["profile", "counts"]
-    ref, mut = [np.zeros((1, 5, 2)), np.ones((1, 2))], [np.zeros((1, 3, 4, 5, 2)), np.ones((1, 3, 4, 2))]
-    n, r, m = rd.select_outputs(names, ref, mut, "counts")
-    assert n == ["counts"] and r[0] is ref[1] and m[0] is mut[1]
-    n, _, _ = rd.select_outputs(names, ref, mut, [1, "profile"])
-    assert n == ["counts", "profile"]
-    assert rd.select_outputs(names, ref, mut)[0] == names
-    with pytest.raises(FastISMError, match="no model output named 'x'"):
-        rd.select_outputs(names, ref, mut, "x")
-    with pytest.raises(FastISMError, match="out of range"):
-        rd.select_outputs(names, ref, mut, [2])
-    with pytest.raises(FastISMError, match="twice"):
-        rd.select_outputs(names, ref, mut, "counts,1")
+    np.testing.assert_allclose(rd.softmax(x).sum(axis=-2), 1, rtol=1e-6)
+    np.testing.assert_allclose(rd.softmax(mut), softmax64(mut), rtol=1e-5, atol=1e-7)
+    assert rd.softmax(mut).dtype == np.float32 and rd.softmax(mut.astype(np.float64)).dtype == np.float64
+    np.testing.assert_allclose(rd.total_count(mut, axis=-1), mut.sum(axis=-1), rtol=1e-5, atol=1e-6)
+    half = mut.astype(np.float16)
+    assert rd.total_count(half).dtype == np.float32 and rd.bin_sums(half, 2).dtype == np.float32
+    before = mut.copy()
+    rd.softmax(mut), rd.logsumexp(mut), rd.jsd(mut, mut), rd.total_count(mut[..., :1])
+    np.testing.assert_array_equal(mut, before)  # inputs are never written
 
 
 def test_select_tasks():
@@ -103,10 +137,13 @@ def test_reducers_shapes_values_and_dims():
     assert total.ref.shape == (B, T) and total.mut.shape == (B, W, S, T)
     assert [d.name for d in total.dims] == ["profile_dim_1"]
     np.testing.assert_allclose(total.mut[:, 1, 2], total.ref, rtol=1e-6)
+    np.testing.assert_allclose(total.mut, mut.astype(np.float64).sum(axis=-2), rtol=1e-6, atol=1e-6)
 
     j = rd.get_reducer("jsd")(ref, mut, output="profile")
     assert np.all(j.ref == 0) and np.all(j.mut[:, 1, 2] == 0)
     assert j.mut.shape == (B, W, S, T) and j.mut.dtype == np.float32
+    np.testing.assert_allclose(j.mut, jsd64(softmax64(mut), softmax64(ref[:, None, None])),
+                               rtol=1e-4, atol=2e-7)
 
     ls = rd.get_reducer("logsum")(ref, mut, output="profile")
     np.testing.assert_allclose(ls.ref, np.log(np.exp(ref).sum(axis=1)), rtol=1e-5)
@@ -115,9 +152,15 @@ def test_reducers_shapes_values_and_dims():
     assert bins.ref.shape == (B, 3, T) and bins.mut.shape == (B, W, S, 3, T)
     assert bins.dims[0].name == "profile_bin" and list(bins.dims[0].coords) == [0, 4, 8]
     assert bins.dims[1] == rd.Dim("profile_dim_1", T)
+    edges = [0, 4, 8, L_OUT]
+    want = np.stack([mut[..., lo:hi, :].astype(np.float64).sum(axis=-2)
+                     for lo, hi in zip(edges, edges[1:])], axis=-2)
+    np.testing.assert_allclose(bins.mut, want, rtol=1e-6, atol=1e-6)
 
     tasks = rd.get_reducer("tasks:1")(ref, mut, output="profile")
     assert tasks.mut.shape == (B, W, S, L_OUT, 1)
+    np.testing.assert_array_equal(tasks.mut[..., 0], mut[..., 1])
+    np.testing.assert_array_equal(tasks.ref[..., 0], ref[..., 1])
     assert tasks.dims[-1].name == "profile_dim_1" and list(tasks.dims[-1].coords) == [1]
 
 
@@ -159,23 +202,77 @@ def test_parse_errors_are_one_line(spec, message):
     assert "\n" not in str(err.value)
 
 
-def test_check_and_apply_reduce():
+def test_plan_reduces_only_the_outputs_named():
     shapes = {"profile": (L_OUT, T), "counts": (T,)}
-    plan = rd.parse_reduce("profile=jsd")
-    dims = rd.check_reduce(plan, shapes)
-    assert [d.name for d in dims["profile"]] == ["profile_dim_1"]
-    assert dims["counts"] == (rd.Dim("counts_dim_0", T),)
-    with pytest.raises(FastISMError, match="names output 'prof'"):
-        rd.check_reduce(rd.parse_reduce("prof=jsd"), shapes)
+    plan = rd.plan_outputs(shapes, reduce="profile=jsd")
+    assert [d.name for d in plan.dims["profile"]] == ["profile_dim_1"]
+    assert plan.dims["counts"] == (rd.Dim("counts_dim_0", T),)
+    with pytest.raises(FastISMError, match=r"names output 'prof', but the outputs are \['profile', 'counts'\]"):
+        rd.plan_outputs(shapes, reduce="prof=jsd")
     with pytest.raises(FastISMError, match="'counts' has shape"):
-        rd.check_reduce(rd.parse_reduce("counts=jsd"), shapes)
+        rd.plan_outputs(shapes, reduce="counts=jsd")
 
     ref, mut = chunk()
     cref, cmut = np.ones((B, T)), np.ones((B, W, S, T))
-    out = rd.apply_reduce(plan, ["profile", "counts"], [ref, cref], [mut, cmut])
-    assert out["profile"].mut.shape == (B, W, S, T)
-    assert out["counts"].mut is not None and out["counts"].mut.shape == (B, W, S, T)
-    np.testing.assert_array_equal(out["counts"].ref, cref)
+    prof = plan.apply("profile", ref, mut)
+    np.testing.assert_allclose(prof.mut, jsd64(softmax64(mut), softmax64(ref[:, None, None])),
+                               rtol=1e-4, atol=2e-7)
+    assert prof.ref.shape == (B, T) and np.all(prof.ref == 0) and np.all(prof.mut[:, 1, 2] == 0)
+    counts = plan.apply("counts", cref, cmut)
+    assert counts.mut is cmut and counts.ref is cref  # kept as computed: not even copied
+    with pytest.raises(FastISMError, match="does not match"):
+        plan.apply("profile", ref, mut[..., :1])
+
+
+@pytest.mark.parametrize("spec", ["jsd", "total", "logsum", "bins:3", "tasks:1"])
+def test_blocks_of_mutants_give_the_whole_chunk_result(spec):
+    """Rows reduced in blocks that cut through sequences equal the reducer on the whole chunk."""
+    ref, mut = chunk(5)
+    reducer = rd.get_reducer(spec)
+    whole = reducer.rows(np.broadcast_to(ref[:, None, None], mut.shape).reshape(-1, L_OUT, T),
+                         mut.reshape(-1, L_OUT, T))
+    for block in (1, 7 * L_OUT * T, 10 ** 9):  # one row, 7 rows (W * S = 12), everything
+        got = reducers.map_mutants(reducer.rows, ref, mut, block_elements=block)
+        np.testing.assert_array_equal(got, whole.reshape((B, W, S) + whole.shape[1:]))
+
+
+def test_apply_one_on_batches_of_mutations_matches_apply():
+    """The engine reduces each computed batch of M mutations: rows (M, *out) with their
+    sequences' reference rows; stitched together they are the chunk's result."""
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(B, L_OUT, 4)).astype(np.float32)
+    mut = rng.normal(size=(B, W, S, L_OUT, 4)).astype(np.float32)
+    for spec in ("profile=jsd", "profile=bins:4", "profile=logsum", None):
+        plan = rd.plan_outputs({"profile": (L_OUT, 4)}, tasks="3,1", reduce=spec)
+        whole = plan.apply("profile", ref, mut)
+        rows = mut.reshape(-1, L_OUT, 4)
+        seq_of_row = np.arange(len(rows)) // (W * S)
+        batches = [plan.apply_one("profile", ref[seq_of_row[lo:lo + 5]], rows[lo:lo + 5])
+                   for lo in range(0, len(rows), 5)]
+        np.testing.assert_allclose(np.concatenate(batches).reshape(whole.mut.shape), whole.mut,
+                                   rtol=1e-6, atol=1e-7)
+        assert np.concatenate(batches).shape[1:] == plan.shapes["profile"]
+    plan = rd.plan_outputs({"profile": (L_OUT, 4)}, reduce="profile=jsd")
+    with pytest.raises(FastISMError, match="reference rows of shape"):
+        plan.apply_one("profile", ref[:1], mut[:2, 0, 0])
+
+
+def test_jsd_plan_makes_no_chunk_sized_temporaries():
+    """A chunk of 40 MB of float32 profiles is reduced with a few MB of temporaries."""
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(4, 500, 2)).astype(np.float32)
+    mut = rng.normal(size=(4, 500, 5, 500, 2)).astype(np.float32)
+    plan = rd.plan_outputs({"profile": (500, 2)}, reduce="profile=jsd")
+    tracemalloc.start()
+    try:
+        got = plan.apply("profile", ref, mut)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.mut.shape == (4, 500, 5, 2) and got.mut.dtype == np.float32
+    assert peak < mut.nbytes / 4, f"peak {peak / 2**20:.1f} MiB for a {mut.nbytes / 2**20:.0f} MiB chunk"
+    np.testing.assert_allclose(got.mut[:, :3], jsd64(softmax64(mut[:, :3]), softmax64(ref[:, None, None])),
+                               rtol=1e-3, atol=2e-7)
 
 
 # ---- the per-run plan: --tasks then --reduce ------------------------------------------------------
