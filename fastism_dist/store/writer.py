@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from fastism_dist import __version__
 from fastism_dist.store.reader import (
     chunk_slices,
     normalise_params,
@@ -230,8 +231,7 @@ def _per_seq_coords(coords, n):
 
 
 def _template_attrs(outputs, params, model_sha256, chunk_size, alt, extra):
-    from fastism_dist import __version__
-
+    """The store's attributes: the template's own, then ``extra`` (which may not replace them)."""
     attrs = {
         ATTR_VERSION: __version__,
         ATTR_MODEL_SHA256: str(model_sha256),
