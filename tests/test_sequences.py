@@ -1,7 +1,8 @@
 """The input stage: FASTA (plain, bgzip, gzip), BED + genome, VCF + genome, .npy.
 
 Fixtures in tests/data are written by tests/data/make_fixtures.py; each test copies them into
-its own tmp_path so that indexes (.fai) and edits never touch the repository.
+its own tmp_path so that indexes (.fai, .gzi) and edits never touch the repository. Every test
+gets its own cache folder ($FASTISM_DIST_CACHE_DIR).
 """
 
 import gzip
@@ -16,9 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from fastism_dist.io import sequences as S
 from fastism_dist.errors import InputError
-from fastism_dist.io.sequences import (
+from fastism_dist.io import (
     ALPHABET,
     SequenceSource,
     SequenceWarning,
@@ -26,11 +26,26 @@ from fastism_dist.io.sequences import (
     genomic_position,
     one_hot,
     open_sequences,
+    readers,
     reverse_complement,
 )
+from fastism_dist.io.bed import BedSource
+from fastism_dist.io.fasta import FastaSource
+from fastism_dist.io.npy import NpySource
+from fastism_dist.io.vcf import VcfSource
+from oracle import one_hot as oracle_one_hot
+from oracle import random_one_hot
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 L = 100
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """A cache folder of the test's own."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("FASTISM_DIST_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture
@@ -138,32 +153,81 @@ def test_fasta_scattered_indices(data):
 
 
 def test_fasta_bgzip_equals_plain(data):
+    """The fixture is bgzip output in 100-byte blocks: read in place through a .fai and .gzi."""
     plain = open_sequences(data / "seqs.fa")
     gz = open_sequences(data / "seqs.fa.gz")
-    assert gz._mode == "gzip" and gz.ids == plain.ids
+    assert gz._mode == "indexed" and gz._fasta.gzi is not None and os.path.exists(gz._fasta.gzi)
+    assert gz.ids == plain.ids
     np.testing.assert_array_equal(gz.read([7, 0, 4, 5]), plain.read([7, 0, 4, 5]))
     np.testing.assert_array_equal(gz.read(slice(None)), plain.read(slice(None)))
 
 
-def test_fasta_single_member_gzip_and_cache(data, tmp_path, monkeypatch):
+def test_fasta_bgzip_made_by_pysam(tmp_path):
+    import pysam
+
+    rng = np.random.default_rng(2)
+    seqs = ["".join(rng.choice(list("ACGT"), 300)) for _ in range(400)]
+    text = "".join(f">r{i}\n" + "".join(s[k : k + 60] + "\n" for k in range(0, 300, 60)) for i, s in enumerate(seqs))
+    plain = write(tmp_path / "many.fa", text)
+    pysam.tabix_compress(plain, str(tmp_path / "many.fa.gz"))
+    src = open_sequences(tmp_path / "many.fa.gz")
+    assert src._mode == "indexed" and (src.kind, len(src), src.length) == ("fasta", 400, 300)
+    idx = [399, 0, 213, 57]
+    np.testing.assert_array_equal(src.read(idx), oracle_one_hot([seqs[i] for i in idx]))
+    clone = pickle.loads(pickle.dumps(src))
+    np.testing.assert_array_equal(clone.read(idx), oracle_one_hot([seqs[i] for i in idx]))
+
+
+def test_fasta_plain_gzip_read_through_cache(data, tmp_path, cache):
+    """A gzip file that is not bgzip is decompressed once into the cache and read indexed;
+    a worker without the cache file rebuilds it."""
     text = (data / "seqs.fa").read_bytes()
     path = tmp_path / "one.fasta.gz"
     path.write_bytes(gzip.compress(text))
     plain = open_sequences(data / "seqs.fa")
     src = open_sequences(path)
-    assert src._mode == "gzip"  # small: one member, read by streaming from its start
+    assert src._mode == "copy" and os.path.dirname(src._copy) == str(cache)
+    assert src.ids == plain.ids and os.path.exists(src._copy + ".fai")
     np.testing.assert_array_equal(src.read([6, 2]), plain.read([6, 2]))
-
-    # large members are decompressed once into a cache file, rebuilt where missing
-    monkeypatch.setattr(S, "_MAX_MEMBER", 10)
-    monkeypatch.setenv("FASTISM_DIST_CACHE_DIR", str(tmp_path / "cache"))
-    src = open_sequences(path)
-    assert src._mode == "gzip-cache" and os.path.getsize(src._cache) == len(text)
-    np.testing.assert_array_equal(src.read([6, 2]), plain.read([6, 2]))
-    os.remove(src._cache)
+    np.testing.assert_array_equal(src.read(slice(None)), plain.read(slice(None)))
+    os.remove(src._copy)
+    os.remove(src._copy + ".fai")
     clone = pickle.loads(pickle.dumps(src))
     np.testing.assert_array_equal(clone.read([1]), plain.read([1]))
-    assert os.path.exists(src._cache)
+    assert os.path.exists(src._copy)
+    assert open_sequences(path)._copy == src._copy  # the same file maps to the same cache copy
+
+
+def test_fasta_cache_copy_of_a_changed_file_is_not_rebuilt(data, tmp_path):
+    path = tmp_path / "c.fa.gz"
+    path.write_bytes(gzip.compress((data / "seqs.fa").read_bytes()))
+    src = open_sequences(path)
+    path.write_bytes(gzip.compress((data / "seqs.fa").read_bytes().replace(b"seq0", b"new0")))
+    os.remove(src._copy)
+    with pytest.raises(InputError, match=r"c\.fa\.gz: the file changed since it was opened"):
+        pickle.loads(pickle.dumps(src)).read([0])
+
+
+@pytest.mark.parametrize("text, why", [
+    (">a\nACGT\nAC\nACGT\n>b\nAAAAAAAAAA\n", "uneven lines"),
+    (">a\nAC GT\n>b\nACGT\n", "a space inside a record"),
+    (">a\nACGT\n>a\nTTTT\n", "a repeated name"),
+])
+def test_fasta_htslib_cannot_read_in_place_read_through_cache(tmp_path, text, why):
+    src = quiet_open(write(tmp_path / "odd.fa", text))
+    assert src._mode == "copy", why
+    assert decode(src.read(slice(None))) == parse_records(text)
+    assert decode(pickle.loads(pickle.dumps(src)).read([1, 0])) == parse_records(text)[::-1]
+
+
+def parse_records(text):
+    """Letters of each record, in order (repeated names kept)."""
+    return ["".join(part.split("\n", 1)[1].split()) for part in text.split(">")[1:]]
+
+
+def test_fasta_plus_line_is_a_bad_character(tmp_path):
+    with pytest.raises(InputError, match=r"record 'a' \(#1\) position 5: invalid character '\+'"):
+        open_sequences(write(tmp_path / "q.fa", ">a\nACGT\n+\nIIII\n"))
 
 
 def test_fasta_reads_only_requested_records(tmp_path):
@@ -172,16 +236,16 @@ def test_fasta_reads_only_requested_records(tmp_path):
     seqs = ["".join(rng.choice(list("ACGT"), 200)) for _ in range(2000)]
     path = write(tmp_path / "big.fa", "".join(f">r{i}\n{s[:100]}\n{s[100:]}\n" for i, s in enumerate(seqs)))
     src = open_sequences(path)
+    assert src._mode == "indexed"
     raw = bytearray(open(path, "rb").read())
     keep = [5, 1234]
     for i in range(len(seqs)):
         if i not in keep:
-            s, n = int(src._starts[i]), int(src._spans[i])
-            raw[s : s + n] = bytes(b if b == 10 else 33 for b in raw[s : s + n])  # letters -> "!"
+            start = raw.index(f">r{i}\n".encode()) + len(f">r{i}\n")
+            raw[start : start + 201] = b"!" * 100 + b"\n" + b"!" * 100  # letters -> "!"
     open(path, "wb").write(bytes(raw))
     x = src.read([1234, 5])
-    np.testing.assert_array_equal(x[0], one_hot(seqs[1234]))
-    np.testing.assert_array_equal(x[1], one_hot(seqs[5]))
+    np.testing.assert_array_equal(x, oracle_one_hot([seqs[1234], seqs[5]]))
     with pytest.raises(InputError, match=r"record 'r6' \(#7\) position 1: invalid character '!'"):
         src.read([6])
 
@@ -230,11 +294,21 @@ def test_fasta_empty_and_not_fasta(tmp_path):
         open_sequences(tmp_path / "missing.fa")
 
 
+def test_directory_input_says_it_is_a_directory(tmp_path, data):
+    (tmp_path / "inputs.fa").mkdir()
+    with pytest.raises(InputError, match=r"inputs\.fa: is a directory; expected a FASTA, BED, VCF or \.npy file"):
+        open_sequences(tmp_path / "inputs.fa")
+    (tmp_path / "g").mkdir()
+    with pytest.raises(InputError, match=r"g: is a directory; expected a genome FASTA file"):
+        open_sequences(data / "regions.bed", genome=tmp_path / "g", length=L)
+
+
 def test_fasta_duplicate_names_renamed(tmp_path):
     path = write(tmp_path / "dup.fa", ">a\nAC\n>a\nGT\n>b\nTT\n")
     with pytest.warns(SequenceWarning, match="repeat"):
         src = open_sequences(path)
     assert src.ids == ["a", "a#2", "b"]
+    assert decode(src.read(slice(None))) == ["AC", "GT", "TT"]  # each copy reads its own letters
 
 
 def test_fasta_header_coordinates(tmp_path):
@@ -325,28 +399,68 @@ def test_bed_genome_read_lazily(tmp_path, data):
         src.read([1])
 
 
-def test_genome_index_in_read_only_directory(tmp_path, data, monkeypatch):
+def test_genome_index_in_read_only_directory(tmp_path, data, monkeypatch, cache):
     """A genome without a .fai in a folder we cannot write gets its index in the cache folder."""
-    import pyfaidx
-
     ro = tmp_path / "ro"
     ro.mkdir()
     shutil.copy(data / "genome.fa", ro / "genome.fa")
-    real = pyfaidx.Faidx
+    ro.chmod(0o555)
+    if os.access(ro, os.W_OK):  # root writes anywhere: let the folder report itself read-only
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(ro) else real_access(p, mode, **kw))
+    try:
+        bed = write(tmp_path / "a.bed", "chr1\t100\t200\n")
+        src = open_sequences(bed, genome=ro / "genome.fa", length=L)
+        assert os.path.dirname(src._genome.fai) == str(cache)
+        os.remove(src._genome.fai)  # a worker without the index builds it again
+        clone = pickle.loads(pickle.dumps(src))
+        assert decode(clone.read([0])[0]) == parse_fasta(data / "genome.fa")["chr1"][100:200].upper()
+        assert not (ro / "genome.fa.fai").exists()
+    finally:
+        ro.chmod(0o755)
 
-    def faidx(filename, indexname=None, **kwargs):
-        if indexname is None or str(indexname).startswith(str(ro)):
-            raise OSError(f"{ro / 'genome.fa.fai'} may not be writable.")  # what pyfaidx raises
-        return real(filename, indexname=indexname, **kwargs)
 
-    monkeypatch.setattr(pyfaidx, "Faidx", faidx)
-    monkeypatch.setenv("FASTISM_DIST_CACHE_DIR", str(tmp_path / "cache"))
-    bed = write(tmp_path / "a.bed", "chr1\t100\t200\n")
-    src = open_sequences(bed, genome=ro / "genome.fa", length=L)
-    assert src._genome_index.startswith(str(tmp_path / "cache"))
-    clone = pickle.loads(pickle.dumps(src))
-    assert decode(clone.read([0])[0]) == parse_fasta(data / "genome.fa")["chr1"][100:200].upper()
-    assert not (ro / "genome.fa.fai").exists()
+def test_genome_index_built_beside_and_rebuilt_when_outdated(tmp_path, data):
+    genome = tmp_path / "g.fa"
+    shutil.copy(data / "genome.fa", genome)
+    bed = write(tmp_path / "a.bed", "chr3\t100\t200\n")
+    src = open_sequences(bed, genome=genome, length=L)
+    assert src._genome.fai == str(genome) + ".fai"
+    assert (genome.parent / "g.fa.fai").read_text() == (data / "genome.fa.fai").read_text()
+    # an index older than its FASTA (here: of another genome) is not trusted
+    (genome.parent / "g.fa.fai").write_text("chr3\t10\t6\t60\t61\n")
+    os.utime(genome.parent / "g.fa.fai", ns=(0, 0))
+    src = open_sequences(bed, genome=genome, length=L)
+    assert decode(src.read([0])[0]) == parse_fasta(genome)["chr3"][100:200]
+
+
+def test_bgzip_genome_for_bed_and_vcf(tmp_path, data):
+    import pysam
+
+    genome = str(tmp_path / "genome.fa.gz")
+    pysam.tabix_compress(str(data / "genome.fa"), genome)
+    for name in ("regions.bed", "variants.vcf"):
+        plain = quiet_open(data / name, genome=data / "genome.fa", length=L)
+        src = quiet_open(data / name, genome=genome, length=L)
+        assert src.genome == genome and src.ids == plain.ids and os.path.exists(genome + ".gzi")
+        np.testing.assert_array_equal(src.read(slice(None)), plain.read(slice(None)))
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(src)).read([2, 0]), plain.read([2, 0]))
+
+
+def test_genome_that_cannot_be_read_by_position_says_how_to_fix_it(tmp_path, data):
+    bed = data / "regions.bed"
+    gz = tmp_path / "hg.fa.gz"
+    gz.write_bytes(gzip.compress((data / "genome.fa").read_bytes()))
+    with pytest.raises(InputError) as err:
+        open_sequences(bed, genome=gz, length=L)
+    msg = str(err.value)
+    assert "hg.fa.gz: the genome is gzip-compressed but not with bgzip" in msg and "| bgzip >" in msg
+    assert "\n" not in msg and "BioPython" not in msg
+    uneven = write(tmp_path / "uneven.fa", ">chr1\nACGTACGT\nACG\nACGTACGT\n")
+    with pytest.raises(InputError, match=r"uneven\.fa: cannot index the genome FASTA .*samtools faidx"):
+        open_sequences(bed, genome=uneven, length=L)
+    with pytest.raises(InputError, match=r"no such genome FASTA"):
+        open_sequences(bed, genome=tmp_path / "missing.fa", length=L)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,6 +537,22 @@ def test_vcf_errors(tmp_path, data):
         open_sequences(write(tmp_path / "junk.vcf", "junk\n"), genome=genome, length=L)
 
 
+def test_vcf_position_past_chromosome_end(tmp_path, data):
+    genome = data / "genome.fa"  # chr1 has 3000 bp
+    path = write(tmp_path / "end.vcf", vcf_text([(100, "A", "C"), (3001, "A", "C")]).replace("chr1\t100\t.\tA", "chr1\t100\t.\t" + parse_fasta(genome)["chr1"][99].upper()))
+    with pytest.raises(InputError) as err:
+        open_sequences(path, genome=genome, length=L)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: line 5: record chr1:3001:A>C: chr1:3001 is past the end of chr1, which has length 3000")
+    assert "\n" not in msg and "does not match" not in msg
+    with pytest.warns(SequenceWarning, match="past the end of their chromosome"):
+        src = open_sequences(path, genome=genome, length=L, skip_mismatches=True)
+    assert len(src) == 1 and src.skipped[0]["line"] == 5 and "length 3000" in src.skipped[0]["reason"]
+    deletion = write(tmp_path / "del.vcf", vcf_text([(2999, "AAA", "A")]))
+    with pytest.raises(InputError, match=r"line 4: record chr1:2999:AAA>A: chr1:2999-3001 is past the end of chr1"):
+        open_sequences(deletion, genome=genome, length=L)
+
+
 def test_vcf_gzipped(tmp_path, data):
     import pysam
 
@@ -470,6 +600,52 @@ def test_unknown_format_sniffed(tmp_path, data):
     assert open_sequences(tmp_path / "seqs.txt").kind == "fasta"
     with pytest.raises(InputError, match="unknown input format"):
         open_sequences(write(tmp_path / "what.txt", "hello\n"))
+
+
+def test_can_open_picks_by_name_then_by_first_bytes(tmp_path, data):
+    genome = data / "genome.fa"
+    assert readers() == (BedSource, FastaSource, NpySource, VcfSource)
+    np.save(tmp_path / "x.bin", random_one_hot(2, 5))  # np.save adds .npy
+    shutil.copy(tmp_path / "x.bin.npy", tmp_path / "x.bin")
+    shutil.copy(data / "variants.vcf", tmp_path / "calls.txt")
+    shutil.copy(data / "regions.bed", tmp_path / "regions.tsv")
+    shutil.copy(data / "seqs.fa.gz", tmp_path / "seqs.gz")
+    shutil.copy(data / "variants.vcf", tmp_path / "looks_like_vcf.fa")
+    cases = {
+        "x.bin": NpySource, "calls.txt": VcfSource, "seqs.gz": FastaSource,
+        "looks_like_vcf.fa": FastaSource,  # a name a reader claims wins over the first bytes
+    }
+    for name, reader in cases.items():
+        assert [r for r in readers() if r.can_open(tmp_path / name)] == [reader], name
+    # a BED has no magic bytes: recognised by its content only when a genome comes with it
+    assert [r for r in readers() if r.can_open(tmp_path / "regions.tsv", genome)] == [BedSource]
+    assert not any(r.can_open(tmp_path / "regions.tsv") for r in readers())
+    assert len(quiet_open(tmp_path / "regions.tsv", genome=genome, length=L)) == 6
+    assert open_sequences(tmp_path / "x.bin").kind == "npy"
+    with pytest.raises(InputError, match="before the first '>'"):
+        open_sequences(tmp_path / "looks_like_vcf.fa")
+
+
+def test_coords_and_variants_none_where_a_format_has_none(tmp_path, data):
+    class Letters(SequenceSource):
+        """A reader without coordinates: strings in memory."""
+
+        kind = "letters"
+
+        def __init__(self, seqs):
+            super().__init__("<memory>", len(seqs[0]), ALPHABET, [f"s{i}" for i in range(len(seqs))])
+            self.seqs = seqs
+
+        def _read_sorted(self, idx):
+            return np.stack([one_hot(self.seqs[i]) for i in idx])
+
+    src = Letters(["ACGT", "TTGA"])
+    assert src.coords() is None and src.variants() is None
+    assert decode(src.read([1, 1, 0])) == ["TTGA", "TTGA", "ACGT"]
+    assert open_sequences(data / "seqs.fa").variants() is None
+    np.save(tmp_path / "x.npy", random_one_hot(3, 6))
+    npy = open_sequences(tmp_path / "x.npy")
+    assert npy.variants() is None and list(npy.coords()["chrom"]) == [""] * 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,6 +697,6 @@ def test_concurrent_reads_from_threads(data):
 
 
 def test_import_is_free_of_tensorflow():
-    code = "import sys, fastism_dist.io.sequences; print('tensorflow' in sys.modules, 'pysam' in sys.modules)"
+    code = "import sys, fastism_dist.io; print('tensorflow' in sys.modules, 'pysam' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
