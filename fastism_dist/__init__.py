@@ -30,9 +30,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "FastISM": "fastism_dist.core.fast",
-    "NaiveISM": "fastism_dist.core.naive",
-    "ISMResult": "fastism_dist.core.spec",
+    "FastISM": "fastism_dist.core",
+    "NaiveISM": "fastism_dist.core",
+    "ISMResult": "fastism_dist.core",
     "score": "fastism_dist.distributed.engine",
     "open_results": "fastism_dist.analysis",
 }

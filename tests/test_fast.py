@@ -10,10 +10,10 @@ import toy_models
 from oracle import assert_close, explicit_ism, random_one_hot
 
 
-def _fast_vs_explicit(model, x, **kwargs):
+def _fast_vs_explicit(model, x, check=False, **kwargs):
     want = explicit_ism(model, x, start=kwargs.get("start", 0), end=kwargs.get("end"),
                         substitutions=kwargs.get("substitutions"))
-    got = FastISM(model, check=False, batch_size=97, **kwargs)(x)
+    got = FastISM(model, check=check, batch_size=97, **kwargs)(x)
     assert_close(got.ref, want[0])
     assert_close(got.mut, want[1])
     return got
@@ -24,7 +24,7 @@ def test_hand_written_architectures(build):
     model = toy_models.randomize_batch_norm(build())
     length, channels = model.inputs[0].shape[1:]
     x = random_one_hot(3, length, channels, seed=1)
-    _fast_vs_explicit(model, x)
+    _fast_vs_explicit(model, x, check=True)  # the self-check accepts every one of them
 
 
 @pytest.mark.parametrize("seed", range(14))
@@ -118,11 +118,52 @@ def test_check_passes_and_detects_a_wrong_fast_path():
     FastISM(model, check=True)
 
     class Broken(FastISM):
-        def _mutants(self, b, p, s):
-            return [out + 1e-2 for out in super()._mutants(b, p, s)]
+        def _mutants(self, b, p, s, group):
+            return [out + 1e-2 for out in super()._mutants(b, p, s, group)]
 
-    with pytest.raises(CheckError, match="differs from naive ISM"):
+    with pytest.raises(CheckError, match="differ from naive ISM"):
         Broken(model, check=True)
+
+
+class ReturnsReference(FastISM):
+    """A broken fast path: every mutant gets the reference output."""
+
+    def _reference(self, x, others):
+        self._ref_outputs = super()._reference(x, others)
+        return self._ref_outputs
+
+    def _mutants(self, b, p, s, group):
+        return [r[b] for r in self._ref_outputs]
+
+
+def test_check_catches_reference_outputs_when_effects_are_tiny():
+    """Mutations move this model's output by about 1e-4 of its size; a fast path that ignores
+    them must still fail the check, and the real one must pass."""
+    model = toy_models.conv_flatten_dense()
+    dense = model.layers[-1]
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 1e-3, bias + 10.0])
+    x = random_one_hot(2, 31, seed=2)
+    res = FastISM(model, check=True)(x)
+    change = np.abs(res.mut[0] - res.ref[0][:, None, None]).max()
+    assert 1e-5 < change / np.abs(res.ref[0]).max() < 1e-3
+    with pytest.raises(CheckError, match="changes of output"):
+        ReturnsReference(model, check=True)
+
+
+def test_check_covers_the_last_position_of_long_sequences():
+    """A fast path wrong only at the last mutated position is caught on a 1 kb input."""
+
+    class WrongAtTheEnd(FastISM):
+        def _mutants(self, b, p, s, group):
+            outs = super()._mutants(b, p, s, group)
+            last = (p == self.spec.n_positions - 1)[:, None]
+            return [np.where(last, out + 1.0, out) for out in outs]
+
+    model = toy_models.conv_flatten_dense(length=1000)
+    FastISM(model, check=True)
+    with pytest.raises(CheckError):
+        WrongAtTheEnd(model, check=True)
 
 
 def test_batch_size_does_not_change_results():

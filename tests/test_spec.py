@@ -89,7 +89,7 @@ def test_lambda_model_needs_unsafe_mode(tmp_path):
 
 
 def test_padded_size_buckets():
-    from fastism_dist.core.spec import padded_size
+    from fastism_dist.core import padded_size
 
     assert [padded_size(n, 1024) for n in (1, 17, 25, 33, 100, 288, 1000)] == [16, 24, 32, 40, 120, 320, 1024]
     assert padded_size(5, 7) == 7 and padded_size(1024, 1024) == 1024

@@ -208,13 +208,89 @@ def squeeze_excite(length=30):
 
 
 def keras_ops_on_tensors(length=24):
-    """in -> C -> (ops: h * 2 + 1, an Operation node: stop) -> C -> F -> D -> y"""
+    """in -> C -> ops(h * 2 + 1: scalar constants, position-wise) -> C -> F -> D -> y"""
     keras, L = _k()
     inp = keras.Input((length, 4))
     h = L.Conv1D(4, 3, padding="same")(inp)
     h = keras.ops.add(keras.ops.multiply(h, 2.0), 1.0)
     h = L.Conv1D(3, 3, padding="same")(h)
     return keras.Model(inp, L.Dense(2)(L.Flatten()(h)))
+
+
+def positional_embedding_ops(length=20):
+    """in -> C -> ops.add(h, E (L, C)) -> C -> F -> D -> y   (E varies along length: a stop)"""
+    keras, L = _k()
+    rng = np.random.default_rng(0)
+    inp = keras.Input((length, 4))
+    h = L.Conv1D(5, 3, padding="same")(inp)
+    h = keras.ops.add(h, rng.standard_normal((length, 5)).astype("float32"))
+    h = L.Conv1D(3, 3, padding="same", activation="relu")(h)
+    return keras.Model(inp, L.Dense(2)(L.Flatten()(h)))
+
+
+def position_weights_ops(length=22):
+    """in -> C -> ops.multiply(h, w (1, L, 1)) -> G -> D -> y1 ;
+       C -> ops.multiply(h, c (C,)) -> ops.add(h, b (1, 1, C)) -> ops.relu -> P2 -> F -> D -> y2"""
+    keras, L = _k()
+    rng = np.random.default_rng(1)
+    inp = keras.Input((length, 4))
+    h = L.Conv1D(4, 5, padding="same")(inp)
+    weighted = keras.ops.multiply(h, rng.uniform(0.5, 1.5, (1, length, 1)).astype("float32"))
+    y1 = L.Dense(2, name="y1")(L.GlobalAveragePooling1D()(weighted))
+    g = keras.ops.multiply(h, rng.uniform(0.5, 1.5, (4,)).astype("float32"))
+    g = keras.ops.relu(keras.ops.add(g, rng.standard_normal((1, 1, 4)).astype("float32")))
+    y2 = L.Dense(2, name="y2")(L.Flatten()(L.MaxPooling1D(2)(g)))
+    return keras.Model(inp, [y1, y2])
+
+
+def ops_merges(length=24):
+    """in -> C1, C2 -> ops.concatenate(-1) | ops.maximum(C1, C2) -> ops.add -> ... -> F -> D -> y"""
+    keras, L = _k()
+    inp = keras.Input((length, 4))
+    a = L.Conv1D(3, 3, padding="same", activation="relu")(inp)
+    b = L.Conv1D(3, 5, padding="same")(inp)
+    joined = keras.ops.concatenate([a, keras.ops.maximum(a, b)], axis=-1)
+    h = L.Conv1D(2, 3, padding="same")(keras.ops.add(joined, joined))
+    return keras.Model(inp, L.Dense(2)(L.Flatten()(h)))
+
+
+def impostor_layers(length=18):
+    """in -> C -> Dense* (user layer named Dense: cumsum along length) -> Flatten* (user layer
+    named Flatten: reverses positions, then flattens) -> D -> y   (both are stops)"""
+    keras, L = _k()
+
+    class Dense(L.Layer):
+        def call(self, x):
+            return keras.ops.cumsum(x, axis=1)
+
+    class Flatten(L.Layer):
+        def call(self, x):
+            return keras.ops.reshape(x[:, ::-1], (-1, x.shape[1] * x.shape[2]))
+
+    inp = keras.Input((length, 4))
+    h = L.Conv1D(3, 3, padding="same", activation="relu")(inp)
+    return keras.Model(inp, L.Dense(2)(Flatten()(Dense()(h))))
+
+
+def channels_first_flatten(length=40):
+    """in -> C(k3 same) -> P2 -> F(channels_first) -> D(relu) -> D -> y
+    (incremental dense needs channels-last rows: here the Dense is recomputed in full)"""
+    keras, L = _k()
+    inp = keras.Input((length, 4))
+    h = L.MaxPooling1D(2)(L.Conv1D(3, 3, padding="same", activation="relu")(inp))
+    h = L.Dense(6, activation="relu")(L.Flatten(data_format="channels_first")(h))
+    return keras.Model(inp, L.Dense(2)(h))
+
+
+def permute_reshape_dense(length=16):
+    """in -> C -> Permute(2, 1) -> F -> D -> y1 ; C -> Reshape(L/2, 2C) -> D -> F -> D -> y2"""
+    keras, L = _k()
+    inp = keras.Input((length, 4))
+    h = L.Conv1D(3, 3, padding="same", activation="relu")(inp)
+    y1 = L.Dense(2, name="y1")(L.Flatten()(L.Permute((2, 1))(h)))
+    r = L.Dense(2)(L.Reshape((length // 2, 6))(h))
+    y2 = L.Dense(1, name="y2")(L.Flatten()(r))
+    return keras.Model(inp, [y1, y2])
 
 
 def attention(length=32):
@@ -299,6 +375,8 @@ HAND_WRITTEN = [
     pools_same, crop_pad_upsample, merges, position_wise_layers, prelu_per_position, nested_model,
     shared_layer, sequential, reverse_complement_lambda, squeeze_excite, keras_ops_on_tensors,
     attention, protein, first_layer_flatten, spatial_output, pooled_dense,
+    positional_embedding_ops, position_weights_ops, ops_merges, impostor_layers,
+    channels_first_flatten, permute_reshape_dense,
 ]
 
 

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastism_dist.core.spec import ISMExecutor
+from fastism_dist.core.executor import ISMExecutor
 
 
 class NaiveISM(ISMExecutor):
     """Naive ISM: one full forward pass per mutant, ``batch_size`` mutants per model call.
 
     Same constructor and call as ``FastISM`` (see ``ISMExecutor``); ``check`` is ignored since
-    naive ISM is the reference itself.
+    naive ISM is the reference itself. This is the ground truth the self-check compares with.
     """
 
     method = "naive"
-
-    def __init__(self, model, start=0, end=None, substitutions=None, seq_input=0, check=True,
-                 batch_size=None, safe_mode=True, skip_identity=True, compute_dtype="float32"):
-        super().__init__(model, start=start, end=end, substitutions=substitutions,
-                         seq_input=seq_input, check=False, batch_size=batch_size,
-                         safe_mode=safe_mode, skip_identity=skip_identity,
-                         compute_dtype=compute_dtype)
 
     def _prepare(self):
         import tensorflow as tf
@@ -51,7 +44,7 @@ class NaiveISM(ISMExecutor):
             chunks.append(self._call_model(x[rows], [None if o is None else o[rows] for o in others]))
         return [np.concatenate(parts) for parts in zip(*chunks)]
 
-    def _mutants(self, b, p, s):
+    def _mutants(self, b, p, s, group):
         width = self.spec.width
         mutants = self._x[b].copy()
         starts = self.spec.positions[p]

@@ -1,7 +1,7 @@
 """What FastISM accelerates in a model, and the FLOP bound its speedup is held against.
 
-Multiply-adds (MACs) are counted for the layers that do matrix work (Conv1D, Dense,
-MultiHeadAttention); everything else is treated as free. Naive cost is one full forward pass per
+Multiply-adds (MACs) are counted by each layer's rule (Conv1D, Dense and MultiHeadAttention
+do matrix work); everything else is treated as free. Naive cost is one full forward pass per
 mutant; fast cost is what the mutation pass computes per mutation under the plan.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from fastism_dist.core import rules
+from fastism_dist.core.fast import FastISM
 from fastism_dist.core.plan import FULL, REF, WIN
 
 
@@ -61,8 +61,6 @@ class PlanReport:
 def plan_report(model, start=0, end=None, substitutions=None, seq_input=0, safe_mode=True,
                 **fast_options):
     """Plan ``model`` (a keras.Model, a path, or a built ``FastISM``) and count its MACs."""
-    from fastism_dist.core.fast import FastISM
-
     ism = model if isinstance(model, FastISM) else FastISM(
         model, start=start, end=end, substitutions=substitutions, seq_input=seq_input,
         check=False, safe_mode=safe_mode, **fast_options)
@@ -75,7 +73,7 @@ def plan_report(model, start=0, end=None, substitutions=None, seq_input=0, safe_
         if not note and node_plan.state == FULL:
             at_frontier = any(plan.tensors[t].state == WIN for t in node.arg_ids)
             note = node_plan.rule.reason if at_frontier else "after the stop: recomputed in full"
-        report.layers.append(LayerRow(node.name, node.class_name, node_plan.rule.role,
+        report.layers.append(LayerRow(node.name, node_plan.class_name, node_plan.rule.role,
                                       _width(plan, node), naive, fast, note))
     for node_plan in plan.stop_nodes():
         if node_plan.node.index not in program.dense:
@@ -111,33 +109,8 @@ def _fast_macs(node_plan, program, graph, naive):
 
 def naive_macs(node, graph):
     """Multiply-adds of one call of ``node`` on one sequence."""
-    shapes_in = [graph.shapes[t] for t in node.arg_ids]
-    shapes_out = [graph.shapes[t] for t in node.out_ids]
-    layer = node.op
-    name = node.class_name
-    if name == "Conv1D":
-        kernel = layer.kernel.shape
-        return int(shapes_out[0][0] * kernel[0] * kernel[1] * kernel[2])
-    if name == "Dense":
-        positions = int(np.prod(shapes_in[0][:-1])) if len(shapes_in[0]) > 1 else 1
-        return int(positions * layer.kernel.shape[0] * layer.kernel.shape[1])
-    if name == "MultiHeadAttention":
-        return _attention_macs(layer, shapes_in, shapes_out)
-    return 0
-
-
-def _attention_macs(layer, shapes_in, shapes_out):
-    config = layer.get_config()
-    heads, key_dim = config["num_heads"], config["key_dim"]
-    value_dim = config.get("value_dim") or key_dim
-    query, value = shapes_in[0], shapes_in[1]
-    key = shapes_in[2] if len(shapes_in) > 2 else value
-    lq, lk = query[0], key[0]
-    projections = lq * query[-1] * heads * key_dim + lk * key[-1] * heads * key_dim
-    projections += value[0] * value[-1] * heads * value_dim
-    attention = heads * lq * lk * (key_dim + value_dim)
-    output = lq * heads * value_dim * shapes_out[0][-1]
-    return int(projections + attention + output)
+    return rules.naive_macs(node, [graph.shapes[t] for t in node.arg_ids],
+                            [graph.shapes[t] for t in node.out_ids])
 
 
 def format_report(report):

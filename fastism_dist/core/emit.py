@@ -1,0 +1,186 @@
+"""The TensorFlow side of the fast path: a ``Program`` turned into two ``tf.function`` s.
+
+* the **reference pass**: the model on the ``B`` reference sequences, keeping every cached
+  tensor the mutation pass reads (padded the way the reading layer pads, flattened to
+  (B * Lp, C) rows);
+* the **mutation pass** ``(cache, b, p, s, group)``: for ``M`` mutations (sequence b, position
+  index p, substitution s; each (M,) int32) of one position group, gathers each node's input
+  window from the cache by the program's index tables, overlays the recomputed window of the
+  node before, lets the node's rule compute its output window, and continues; from the first
+  stop on it runs the model's layers on whole tensors.
+"""
+
+from __future__ import annotations
+
+from fastism_dist.core.layer_rules import DenseRule
+from fastism_dist.core.plan import MERGE, POSITION_WISE, REF, WIN
+from fastism_dist.core.program import WindowRead
+
+
+class Emitter:
+    """Builds and runs the TensorFlow programs of one ``Program``."""
+
+    def __init__(self, program):
+        self.program = program
+        self.plan = program.plan
+        self.graph = program.graph
+
+    def compile(self):
+        """(reference, {xla: mutation}) tf.functions."""
+        import tensorflow as tf
+
+        self._constants = self._make_constants(tf)
+        reference = tf.function(self._reference_pass, reduce_retracing=True)
+        mutation = {False: tf.function(self._mutation_pass, reduce_retracing=True),
+                    True: tf.function(self._mutation_pass, reduce_retracing=True,
+                                      jit_compile=True)}
+        return reference, mutation
+
+    def _make_constants(self, tf):
+        program = self.program
+        reads = list(program.reads.items())
+        reads += [(("dense", n), r) for n, (_, r) in program.dense.items()]
+        reads += [(("pre", n), r) for n, r in program.pre_activation.items()]
+        consts = {"subs": tf.constant(program.substitutions)}
+        for name, read in reads:
+            if isinstance(read, WindowRead) and read.rows is not None:
+                consts[("rows", name)] = tf.constant(read.rows)
+                if read.rel is not None:
+                    consts[("rel", name)] = tf.constant(read.rel)
+        for index, tap in program.lookup.items():
+            consts[("tap", index)] = tf.constant(tap)
+        for index, starts in program.dense_starts.items():
+            consts[("dense_start", index)] = tf.constant(starts)
+        for index, tables in program.tables.items():
+            for table_name, table in tables.items():
+                consts[("table", index, table_name)] = tf.constant(table)
+        return consts
+
+    # -- reference pass ------------------------------------------------------------------------
+
+    def _reference_pass(self, inputs):
+        import tensorflow as tf
+
+        program = self.program
+        keep = set(self.graph.output_ids) | program.full_refs
+        keep |= {k.tensor for k in program.keys if k.tensor >= 0}
+        keep |= {self.graph.nodes[n].arg_ids[0] for n in program.pre_activation}
+        values = self.graph.run(inputs, keep=keep)
+        cache = {f"full_t{tid}": values[tid] for tid in program.full_refs}
+        for key in program.keys:
+            if key.tensor < 0:
+                node = self.graph.nodes[-1 - key.tensor]
+                ref = self._linear_part(node, values[node.arg_ids[0]])
+            else:
+                ref = values[key.tensor]
+                if key.left or key.right:
+                    ref = tf.pad(ref, [[0, 0], [key.left, key.right], [0, 0]],
+                                 constant_values=key.value)
+            cache[key.name] = tf.reshape(ref, [-1, ref.shape[-1]])
+        return [values[t] for t in self.graph.output_ids], cache
+
+    def _linear_part(self, node, x):
+        """A lookup Conv1D's or incremental Dense's reference output before its activation."""
+        import tensorflow as tf
+
+        if node.index in self.program.lookup:
+            return self.plan.nodes[node.index].rule.linear_part(node.op, x)
+        return DenseRule.linear_part(node.op, tf.reshape(x, [tf.shape(x)[0], -1]))
+
+    # -- mutation pass -------------------------------------------------------------------------
+
+    def _mutation_pass(self, cache, b, p, s, group):
+        import tensorflow as tf
+
+        program = self.program
+        values = {self.plan.seq_id: tf.gather(self._constants["subs"], s)}
+        for node_plan in self.plan.nodes:
+            node = node_plan.node
+            if node_plan.state == REF or node.index in program.elided:
+                continue
+            if node.index in program.lookup:
+                outs = [self._lookup(node_plan, cache, b, p, s)]
+            elif node.index in program.dense:
+                outs = [self._incremental_dense(node_plan, values, cache, b, p, group)]
+            else:
+                inputs = [self._read((node.index, i), tid, values, cache, b, p)
+                          for i, tid in enumerate(node.arg_ids)]
+                outs = self._apply(node_plan, inputs, p)
+            values.update(zip(node.out_ids, outs))
+        return [self._read(("out", i), tid, values, cache, b, p)
+                for i, tid in enumerate(self.graph.output_ids)]
+
+    def _apply(self, node_plan, inputs, p):
+        import tensorflow as tf
+
+        node, rule = node_plan.node, node_plan.rule
+        if node_plan.state != WIN or rule.role in (POSITION_WISE, MERGE):
+            return self.graph.call(node, dict(zip(node.arg_ids, inputs)))
+        tables = {name: tf.gather(self._constants[("table", node.index, name)], p)
+                  for name in self.program.tables.get(node.index, {})}
+        return rule.apply(node, self.graph, inputs, tables)
+
+    def _gather_rows(self, name, read, cache, b, p):
+        import tensorflow as tf
+
+        rows = tf.gather(self._constants[("rows", name)], p) + b[:, None] * read.padded_length
+        return tf.gather(cache[read.key.name], rows)
+
+    def _read(self, name, tid, values, cache, b, p):
+        import tensorflow as tf
+
+        read = self.program.reads[name]
+        if read in ("direct", "full"):
+            return values[tid]
+        if read == "ref":
+            return tf.gather(cache[f"full_t{tid}"], b)
+        if read.direct:
+            return values[tid]
+        window = self._gather_rows(name, read, cache, b, p)
+        if read.rel is None:
+            return window
+        rel = tf.gather(self._constants[("rel", name)], p)
+        recomputed = tf.cast(tf.gather(values[tid], tf.maximum(rel, 0), batch_dims=1), window.dtype)
+        return tf.where((rel >= 0)[..., None], recomputed, window)
+
+    def _lookup(self, node_plan, cache, b, p, s):
+        """First-layer lookup: reference pre-activation + kernel rows times the input change."""
+        import keras
+        import tensorflow as tf
+
+        node = node_plan.node
+        layer = node.op
+        name = ("seq_ref",)
+        seq_read = self._gather_rows(name, self.program.reads[name], cache, b, p)   # (M, w, C)
+        change = tf.gather(self._constants["subs"], s) - tf.cast(seq_read, tf.float32)
+        kernel = keras.ops.cast(layer.kernel, change.dtype)                       # (k, C, F)
+        per_tap = tf.einsum("mwc,kcf->mwkf", change, kernel)                      # (M, w, k, F)
+        tap = tf.gather(self._constants[("tap", node.index)], p)                  # (M, W, w)
+        taps = per_tap.shape[2]
+        flat = tf.reshape(per_tap, [tf.shape(per_tap)[0], -1, per_tap.shape[-1]])
+        index = tf.maximum(tap, 0) + taps * tf.range(tap.shape[-1])[None, None, :]
+        picked = tf.gather(flat, index, batch_dims=1)                             # (M, W, w, F)
+        delta = tf.reduce_sum(tf.where((tap >= 0)[..., None], picked, 0.0), axis=2)
+        read = self.program.pre_activation[node.index]
+        reference = self._gather_rows(("pre", node.index), read, cache, b, p)
+        return layer.activation(tf.cast(reference, tf.float32) + delta)
+
+    def _incremental_dense(self, node_plan, values, cache, b, p, group):
+        """W x_mut + bias = cached (W x_ref + bias) + W[window rows] (x_mut - x_ref)[window]."""
+        import keras
+        import tensorflow as tf
+
+        node = node_plan.node
+        layer = node.op
+        tid, read = self.program.dense[node.index]
+        tensor = self.plan.tensors[tid]
+        reference_window = self._gather_rows(("dense", node.index), read, cache, b, p)
+        change = tf.cast(values[tid], tf.float32) - tf.cast(reference_window, tf.float32)
+        channels = self.graph.shapes[tid][1]
+        start = tf.gather(self._constants[("dense_start", node.index)], group)
+        kernel = keras.ops.cast(layer.kernel, change.dtype)
+        rows = tf.slice(kernel, [start * channels, 0], [tensor.width * channels, kernel.shape[1]])
+        delta = tf.matmul(tf.reshape(change, [tf.shape(change)[0], -1]), rows)
+        reference = tf.gather(cache[self.program.pre_activation[node.index].key.name], b)
+        return layer.activation(tf.cast(reference, tf.float32) + delta)
+

@@ -1,0 +1,367 @@
+"""The built-in rules for Keras layers: position-wise, local (windows), merges and known stops.
+
+Each class names the Keras classes it accepts (exact type) and owns its preconditions,
+geometry, padding, constant tables, window computation and multiply-add count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from fastism_dist.core.rules import (Merge, PositionWise, Stop, Window, builtin,
+                                     channels_last_axis, clip_interval, same_padding)
+
+_LAYERS = "keras.layers:"
+
+
+def _layers(*names):
+    return tuple(_LAYERS + name for name in names)
+
+
+def _single(value):
+    """An int from an int or a one-element list (Keras 1-D configs store both)."""
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+# --------------------------------------------------------------------------- position-wise
+
+
+@builtin
+@dataclass(frozen=True)
+class Elementwise(PositionWise):
+    """Activations, dropout and noise layers (identity at inference)."""
+
+    accepts: ClassVar[tuple] = _layers(
+        "Activation", "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D",
+        "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity")
+
+
+@builtin
+@dataclass(frozen=True)
+class ChannelAxis(PositionWise):
+    """Softmax, BatchNormalization, LayerNormalization: position-wise over the channel axis only."""
+
+    accepts: ClassVar[tuple] = _layers("Softmax", "BatchNormalization", "LayerNormalization")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        if channels_last_axis(config.get("axis", -1)):
+            return cls()
+        return Stop(reason=f"works over axis {config.get('axis')}, not channels alone")
+
+
+@builtin
+@dataclass(frozen=True)
+class PReLURule(PositionWise):
+    accepts: ClassVar[tuple] = _layers("PReLU")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        if 1 in (config.get("shared_axes") or []):
+            return cls()
+        return Stop(reason="alpha differs per position (shared_axes lacks axis 1)")
+
+
+@builtin
+@dataclass(frozen=True)
+class DenseRule(PositionWise):
+    """Dense on (length, channels) is applied per position; on flat input it mixes them all."""
+
+    accepts: ClassVar[tuple] = _layers("Dense")
+    stop_reason: ClassVar[str] = "Dense on flattened input mixes all positions"
+
+    @staticmethod
+    def naive_macs(layer, in_shapes, out_shapes):
+        positions = int(np.prod(in_shapes[0][:-1])) if len(in_shapes[0]) > 1 else 1
+        return positions * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+
+    @staticmethod
+    def linear_part(layer, x):
+        """W x + b of the reference (B, F) flat input, before the activation; float32."""
+        import keras
+
+        y = keras.ops.matmul(keras.ops.cast(x, "float32"), keras.ops.cast(layer.kernel, "float32"))
+        return y + keras.ops.cast(layer.bias, "float32") if layer.use_bias else y
+
+
+# --------------------------------------------------------------------------- local
+
+
+@builtin
+@dataclass(frozen=True)
+class ConvRule(Window):
+    """Conv1D (channels_last, ungrouped): valid convolution of the padded window."""
+
+    accepts: ClassVar[tuple] = _layers("Conv1D")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        if config.get("data_format", "channels_last") != "channels_last":
+            return Stop(reason="channels_first convolution")
+        if config.get("groups", 1) != 1:
+            return Stop(reason="grouped convolution")
+        kernel, stride = _single(config["kernel_size"]), _single(config["strides"])
+        dilation = _single(config["dilation_rate"])
+        span = dilation * (kernel - 1) + 1
+        if config["padding"] == "valid":
+            left = right = 0
+        elif config["padding"] == "causal":
+            left, right = span - 1, 0
+        else:
+            left, right = same_padding(in_shapes[0][0], span, stride)
+        return cls(kernel=kernel, dilation=dilation, stride=stride, pad_left=left, pad_right=right)
+
+    @staticmethod
+    def naive_macs(layer, in_shapes, out_shapes):
+        kernel = layer.kernel.shape
+        return int(out_shapes[0][0]) * int(kernel[0]) * int(kernel[1]) * int(kernel[2])
+
+    def apply(self, node, graph, inputs, tables):
+        import keras
+
+        layer = node.op
+        window = keras.ops.cast(inputs[0], layer.compute_dtype)
+        kernel = keras.ops.cast(layer.kernel, window.dtype)
+        y = keras.ops.conv(window, kernel, strides=self.stride, padding="valid",
+                           dilation_rate=self.dilation)
+        if layer.use_bias:
+            y = y + keras.ops.cast(layer.bias, y.dtype)
+        return [layer.activation(y)]
+
+    def linear_part(self, layer, x):
+        """The convolution of the reference (B, L, C) before its activation, in float32."""
+        import keras
+
+        x = keras.ops.cast(x, "float32")
+        x = keras.ops.pad(x, [[0, 0], [max(self.pad_left, 0), max(self.pad_right, 0)], [0, 0]])
+        y = keras.ops.conv(x, keras.ops.cast(layer.kernel, "float32"), strides=self.stride,
+                           padding="valid", dilation_rate=self.dilation)
+        return y + keras.ops.cast(layer.bias, "float32") if layer.use_bias else y
+
+    def taps(self, out_start, out_width, in_start, in_width):
+        """(P, out_width, in_width) kernel tap linking each output to each input, -1 if none."""
+        j = out_start[:, None, None] + np.arange(out_width)[None, :, None]
+        pos = in_start[:, None, None] + np.arange(in_width)[None, None, :]
+        offset = pos - (self.stride * j - self.pad_left)
+        hit = (offset >= 0) & (offset % self.dilation == 0) & (offset // self.dilation < self.kernel)
+        return np.where(hit, offset // self.dilation, -1).astype(np.int32)
+
+
+def _pool_geometry(config, in_shapes):
+    size = _single(config["pool_size"])
+    stride = _single(config.get("strides") or size)
+    if config["padding"] == "valid":
+        return size, stride, 0, 0
+    return (size, stride) + same_padding(in_shapes[0][0], size, stride)
+
+
+def _channels_last(config, what):
+    if config.get("data_format", "channels_last") != "channels_last":
+        return Stop(reason=f"channels_first {what}")
+    return None
+
+
+@builtin
+@dataclass(frozen=True)
+class MaxPoolRule(Window):
+    accepts: ClassVar[tuple] = _layers("MaxPooling1D")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        refusal = _channels_last(config, "pooling")
+        if refusal:
+            return refusal
+        size, stride, left, right = _pool_geometry(config, in_shapes)
+        return cls(kernel=size, stride=stride, pad_left=left, pad_right=right, pad_value=-np.inf)
+
+    def apply(self, node, graph, inputs, tables):
+        import keras
+
+        return [keras.ops.max_pool(inputs[0], self.kernel, self.stride, padding="valid")]
+
+
+@builtin
+@dataclass(frozen=True)
+class AvgPoolRule(Window):
+    """AveragePooling1D; with 'same' padding an edge output averages only real entries."""
+
+    accepts: ClassVar[tuple] = _layers("AveragePooling1D")
+    same: bool = False
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        refusal = _channels_last(config, "pooling")
+        if refusal:
+            return refusal
+        size, stride, left, right = _pool_geometry(config, in_shapes)
+        return cls(kernel=size, stride=stride, pad_left=left, pad_right=right,
+                   same=config["padding"] != "valid")
+
+    def valid_counts(self, in_length, out_length):
+        """(out_length,) how many window entries of each output fall inside the input."""
+        j = np.arange(out_length)[:, None]
+        pos = self.stride * j - self.pad_left + self.dilation * np.arange(self.kernel)[None, :]
+        return ((pos >= 0) & (pos < in_length)).sum(axis=1).astype(np.float32)
+
+    def tables(self, in_length, out_start, out_width):
+        if not self.same:
+            return {}
+        out_length = self.expected_length(in_length)
+        counts = self.valid_counts(in_length, out_length)
+        return {"counts": counts[out_start[:, None] + np.arange(out_width)[None, :]][..., None]}
+
+    def apply(self, node, graph, inputs, tables):
+        import keras
+
+        pooled = keras.ops.average_pool(inputs[0], self.kernel, self.stride, padding="valid")
+        if self.same:
+            pooled = pooled * keras.ops.cast(float(self.kernel) / tables["counts"], pooled.dtype)
+        return [pooled]
+
+
+@builtin
+@dataclass(frozen=True)
+class CropRule(Window):
+    accepts: ClassVar[tuple] = _layers("Cropping1D")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        left, right = config["cropping"]
+        return cls(pad_left=-int(left), pad_right=-int(right))
+
+    def apply(self, node, graph, inputs, tables):
+        return [inputs[0]]
+
+
+@builtin
+@dataclass(frozen=True)
+class ZeroPadRule(Window):
+    accepts: ClassVar[tuple] = _layers("ZeroPadding1D")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        refusal = _channels_last(config, "padding")
+        if refusal:
+            return refusal
+        left, right = config["padding"]
+        return cls(pad_left=int(left), pad_right=int(right))
+
+    def apply(self, node, graph, inputs, tables):
+        return [inputs[0]]
+
+
+@builtin
+@dataclass(frozen=True)
+class UpSampleRule(Window):
+    """UpSampling1D: output[j] = input[j // size]; windows aligned to multiples of ``size``."""
+
+    accepts: ClassVar[tuple] = _layers("UpSampling1D")
+    size: int = 1
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        return cls(size=int(config["size"]))
+
+    @property
+    def align(self):
+        return self.size
+
+    def expected_length(self, in_length):
+        return in_length * self.size
+
+    def affected(self, lo, hi, out_length):
+        return clip_interval(lo * self.size, hi * self.size, lo < hi, out_length)
+
+    def needed(self, start, width):
+        return start // self.size, width // self.size
+
+    def apply(self, node, graph, inputs, tables):
+        import keras
+
+        return [keras.ops.repeat(inputs[0], self.size, axis=1)]
+
+
+# --------------------------------------------------------------------------- merges
+
+
+@builtin
+@dataclass(frozen=True)
+class MergeLayers(Merge):
+    accepts: ClassVar[tuple] = _layers("Add", "Subtract", "Multiply", "Average", "Maximum",
+                                       "Minimum")
+
+
+@builtin
+@dataclass(frozen=True)
+class ConcatenateRule(Merge):
+    accepts: ClassVar[tuple] = _layers("Concatenate")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        if not channels_last_axis(config.get("axis", -1)):
+            return Stop(reason="concatenation along the length axis")
+        return super().from_config(config, in_shapes, out_shapes)
+
+
+# --------------------------------------------------------------------------- known stops
+
+
+@builtin
+@dataclass(frozen=True)
+class FlattenRule(Stop):
+    """Flatten: a stop; channels_last flattening keeps each position's channels contiguous."""
+
+    accepts: ClassVar[tuple] = _layers("Flatten")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        order = config.get("data_format") or "channels_last"
+        return cls(reason="flattens all positions", row_major=order == "channels_last")
+
+    row_major: bool = False
+
+
+@builtin
+@dataclass(frozen=True)
+class GlobalPoolRule(Stop):
+    accepts: ClassVar[tuple] = _layers("GlobalAveragePooling1D", "GlobalMaxPooling1D")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        return cls(reason="pools all positions")
+
+
+@builtin
+@dataclass(frozen=True)
+class ReshapeRule(Stop):
+    accepts: ClassVar[tuple] = _layers("Reshape", "Permute")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        return cls(reason="reshapes across positions")
+
+
+@builtin
+@dataclass(frozen=True)
+class AttentionRule(Stop):
+    accepts: ClassVar[tuple] = _layers("MultiHeadAttention")
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        return cls(reason="attention mixes all positions")
+
+    @staticmethod
+    def naive_macs(layer, in_shapes, out_shapes):
+        config = layer.get_config()
+        heads, key_dim = config["num_heads"], config["key_dim"]
+        value_dim = config.get("value_dim") or key_dim
+        query, value = in_shapes[0], in_shapes[1]
+        key = in_shapes[2] if len(in_shapes) > 2 else value
+        lq, lk = query[0], key[0]
+        projections = lq * query[-1] * heads * key_dim + lk * key[-1] * heads * key_dim
+        projections += value[0] * value[-1] * heads * value_dim
+        attention = heads * lq * lk * (key_dim + value_dim)
+        return int(projections + attention + lq * heads * value_dim * out_shapes[0][-1])

@@ -1,0 +1,241 @@
+"""The static part of the fast path: which cached tensors to keep and the index tables that read them.
+
+No TensorFlow here. From a ``Plan`` the ``Program`` decides, per node of the mutation pass, how
+each input is read: the node's own recomputed window (``direct``), a window gathered from the
+padded reference cache with the recomputed part overlaid (a ``WindowRead`` with its (P, width)
+row tables), the whole reference tensor (``ref``) or the whole recomputed tensor (``full``).
+It also plans the two exact shortcuts:
+
+* *first-layer lookup*: a Conv1D reading the sequence input changes its pre-activation output by
+  ``sum_i K[i] . (sub - ref)[tap i]``; a (P, W_out, w) tap table replaces the convolution;
+* *incremental dense*: a Dense after a channels-last Flatten is linear before its activation, so
+  ``W x_mut = W x_ref + W[window rows] (x_mut - x_ref)[window]``; positions are grouped so that
+  all mutations of a call share the window, hence the weight rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastism_dist.core.layer_rules import ConvRule, DenseRule, FlattenRule
+from fastism_dist.core.plan import FULL, MERGE, POSITION_WISE, REF, WIN
+from fastism_dist.core.rules import rule_class_for
+
+MIN_POSITIONS_PER_DENSE_GROUP = 4
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """A cached reference tensor, padded by (left, right) positions filled with ``value``.
+
+    ``tensor < 0`` stands for the pre-activation output of node ``-1 - tensor``.
+    """
+
+    tensor: int
+    left: int = 0
+    right: int = 0
+    value: float = 0.0
+
+    @property
+    def name(self):
+        return f"t{self.tensor}_l{self.left}_r{self.right}_v{self.value}"
+
+
+@dataclass
+class WindowRead:
+    """How to read window [start[p], start[p] + width) of a tensor for each position p.
+
+    rows : (P, width) int32 row of each entry in the padded cache (per sequence)
+    rel : (P, width) int32 index into the recomputed window of a WIN tensor, -1 where the
+        entry comes from the cache instead; None to read the reference only
+    direct : the read is exactly the tensor's recomputed window (no gather)
+    """
+
+    key: CacheKey
+    padded_length: int
+    rows: np.ndarray | None
+    rel: np.ndarray | None
+    direct: bool = False
+
+
+class Program:
+    """Reads, index tables and shortcuts of the mutation pass for one plan.
+
+    Attributes
+    ----------
+    keys : dict CacheKey -> padded length of a cached tensor (flattened to rows per sequence)
+    full_refs : set of tensor ids cached whole
+    reads : dict (node index | "out", argument position) -> WindowRead | "direct" | "ref" | "full"
+    lookup : dict node index -> (P, W_out, w) kernel tap table, -1 where none
+    pre_activation : dict node index -> WindowRead of the node's cached pre-activation output
+    dense : dict node index -> (tensor id, WindowRead of its reference window)
+    dense_starts : dict node index -> (G,) window start of each position group
+    elided : set of node indices not computed (only an incremental dense reads them)
+    tables : dict node index -> {name: (P, width, ...)} constant tables of the node's rule
+    position_groups : (P,) group id per position (mutations of a call share one), or None
+    """
+
+    def __init__(self, plan, substitutions, first_layer_lookup=True, incremental_dense=True):
+        self.plan = plan
+        self.graph = plan.graph
+        self.substitutions = substitutions.astype(np.float32)
+        self.keys, self.full_refs, self.reads = {}, set(), {}
+        self.lookup, self.pre_activation, self.dense, self.dense_starts = {}, {}, {}, {}
+        self.elided, self.tables = set(), {}
+        self.position_groups = None
+        consumers, producer = self.graph.consumers(), self.graph.producer()
+        for node_plan in plan.nodes:
+            if node_plan.state == REF:
+                continue
+            if first_layer_lookup and self._plan_lookup(node_plan):
+                continue
+            if incremental_dense and self._plan_incremental_dense(node_plan, consumers, producer):
+                continue
+            self._plan_reads(node_plan)
+        for index in self.elided:
+            for i, _ in enumerate(self.graph.nodes[index].arg_ids):
+                del self.reads[(index, i)]
+        self.keys = {key: n for key, n in self.keys.items() if self._key_used(key)}
+        for i, tid in enumerate(self.graph.output_ids):
+            self.reads[("out", i)] = self._full_read(tid)
+        self._set_position_groups()
+
+    @property
+    def n_groups(self):
+        return 1 if self.position_groups is None else int(self.position_groups.max()) + 1
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _plan_reads(self, node_plan):
+        node, rule = node_plan.node, node_plan.rule
+        out = self.plan.tensors[node.out_ids[0]]
+        for i, tid in enumerate(node.arg_ids):
+            if node_plan.state == FULL:
+                read = self._full_read(tid)
+            elif rule.role == POSITION_WISE:
+                read = "direct"
+            elif rule.role == MERGE:
+                read = self._window_read(tid, out.start, out.width)
+            else:
+                start, width = rule.needed(out.start, out.width)
+                read = self._window_read(tid, start, width, max(rule.pad_left, 0),
+                                         max(rule.pad_right, 0), rule.pad_value)
+            self.reads[(node.index, i)] = read
+        if node_plan.state == WIN and rule.role not in (POSITION_WISE, MERGE):
+            in_length = self.graph.shapes[node.arg_ids[0]][0]
+            self.tables[node.index] = rule.tables(in_length, out.start, out.width)
+
+    def _full_read(self, tid):
+        tensor = self.plan.tensors[tid]
+        if tensor.state == FULL:
+            return "full"
+        if tensor.state == REF:
+            self.full_refs.add(tid)
+            return "ref"
+        return self._window_read(tid, np.zeros_like(tensor.start), tensor.length)
+
+    def _window_read(self, tid, start, width, left=0, right=0, value=0.0, reference_only=False):
+        tensor = self.plan.tensors[tid]
+        if (not reference_only and tensor.state == WIN and width == tensor.width
+                and np.array_equal(start, tensor.start)):
+            return WindowRead(CacheKey(tid), 0, None, None, direct=True)
+        key = CacheKey(tid, left, right, float(value))
+        padded_length = self.graph.shapes[tid][0] + left + right
+        self.keys[key] = padded_length
+        offsets = start[:, None] + np.arange(width)[None, :]
+        rows = (offsets + left).astype(np.int32)
+        if rows.min() < 0 or rows.max() >= padded_length:
+            raise AssertionError(f"window outside padded tensor {tid}: plan error")
+        rel = None
+        if tensor.state == WIN and not reference_only:
+            rel = offsets - tensor.start[:, None]
+            rel = np.where((rel >= 0) & (rel < tensor.width), rel, -1).astype(np.int32)
+        return WindowRead(key, padded_length, rows, rel)
+
+    def _key_used(self, key):
+        reads = list(self.reads.values()) + [r for _, r in self.dense.values()]
+        reads += list(self.pre_activation.values())
+        return any(isinstance(r, WindowRead) and r.key == key for r in reads)
+
+    def _pre_activation_key(self, node):
+        key = CacheKey(-1 - node.index)
+        self.keys[key] = None
+        return key
+
+    # -- first-layer lookup --------------------------------------------------------------------
+
+    def _plan_lookup(self, node_plan):
+        node, rule = node_plan.node, node_plan.rule
+        if not (node_plan.state == WIN and isinstance(rule, ConvRule)
+                and node.arg_ids == (self.plan.seq_id,)):
+            return False
+        out = self.plan.tensors[node.out_ids[0]]
+        seq = self.plan.tensors[self.plan.seq_id]
+        self.lookup[node.index] = rule.taps(out.start, out.width, seq.start, seq.width)
+        self.reads[("seq_ref",)] = self._window_read(self.plan.seq_id, seq.start, seq.width,
+                                                     reference_only=True)
+        rows = (out.start[:, None] + np.arange(out.width)[None, :]).astype(np.int32)
+        self.pre_activation[node.index] = WindowRead(self._pre_activation_key(node), out.length,
+                                                     rows, None)
+        return True
+
+    # -- incremental dense ---------------------------------------------------------------------
+
+    def _plan_incremental_dense(self, node_plan, consumers, producer):
+        """Dense(Flatten(t)) with t windowed: update from the window's rows only."""
+        node = node_plan.node
+        if (rule_class_for(node.op) is not DenseRule or node_plan.state != FULL
+                or len(node.arg_ids) != 1):
+            return False
+        flat_node = producer.get(node.arg_ids[0])
+        if flat_node is None:
+            return False
+        flat_rule = self.plan.nodes[flat_node.index].rule
+        if not (isinstance(flat_rule, FlattenRule) and flat_rule.row_major):
+            return False
+        tid = flat_node.arg_ids[0]
+        tensor = self.plan.tensors[tid]
+        if tensor.state != WIN or len(self.graph.shapes[tid]) != 2:
+            return False
+        if len(np.unique(tensor.start)) * MIN_POSITIONS_PER_DENSE_GROUP > len(tensor.start):
+            return False
+        if 2 * tensor.width > tensor.length:
+            return False
+        read = self._window_read(tid, tensor.start, tensor.width, reference_only=True)
+        self.dense[node.index] = (tid, read)
+        self.pre_activation[node.index] = WindowRead(self._pre_activation_key(node), 1, None, None)
+        flat_readers = consumers.get(flat_node.out_ids[0], [])
+        if (all(reader.index in self.dense for reader in flat_readers)
+                and flat_node.out_ids[0] not in self.graph.output_ids):
+            self.elided.add(flat_node.index)
+        return True
+
+    def _set_position_groups(self):
+        """Group positions so that equal ids share every incremental-dense window."""
+        if not self.dense:
+            return
+        starts = np.stack([self.plan.tensors[tid].start for tid, _ in self.dense.values()], axis=1)
+        unique, groups = np.unique(starts, axis=0, return_inverse=True)
+        self.position_groups = groups.reshape(-1)
+        for column, node_index in enumerate(self.dense):
+            self.dense_starts[node_index] = unique[:, column].astype(np.int32)
+
+    # -- cost ----------------------------------------------------------------------------------
+
+    def bytes_per_mutation(self):
+        """Rough float32 bytes one mutation occupies in the mutation pass (for the batch size)."""
+        total = 0
+        for node_plan in self.plan.nodes:
+            if node_plan.state == REF:
+                continue
+            for tid in node_plan.node.out_ids + node_plan.node.arg_ids:
+                tensor = self.plan.tensors[tid]
+                shape = self.graph.shapes[tid]
+                per_position = int(np.prod([d or 1 for d in shape[1:]])) if shape else 1
+                if tensor.state == WIN:
+                    total += tensor.width * per_position
+                else:
+                    total += per_position * (shape[0] or 1 if shape else 1)
+        return 4 * total
