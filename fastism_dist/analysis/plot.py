@@ -148,31 +148,13 @@ def plot_ism(ds, seq, output=None, task=None, window=None, ax=None, cmap="RdBu_r
     -------
     matplotlib.figure.Figure
     """
-    import logomaker
-    import pandas as pd
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
     name = choose_output(ds, output)
     i = _seq_index(ds, seq)
-    seq_id = str(ds[SEQ].values[i])
-    d = delta(ds, name).isel({SEQ: i}).compute()  # (pos, base, *tasks)
-    d, label = _one_task(d, task)
-    d = d.transpose(POS, BASE)
-    values = np.asarray(d.values, dtype=np.float64)  # (W, S)
-    positions = np.asarray(d[POS].values, dtype=np.int64)
-    bases = [str(b) for b in d[BASE].values.tolist()]
-    imp = np.sqrt(np.nansum(values * values, axis=1))
-    mask = _window(positions, imp, window)
-    values, positions, imp = values[mask], positions[mask], imp[mask]
-    if REF_BASE in ds.variables:
-        ref = ds[REF_BASE].isel({SEQ: i}).values
-        ref = [str(r) for r in np.asarray(ref).tolist()]
-        ref = np.asarray(ref, dtype=object)[mask]
-    else:
-        ref = np.full(mask.sum(), "", dtype=object)
-
-    n = len(positions)
+    values, positions, bases, ref, label = _sequence_map(ds, name, i, task, window)
     if ax is None:
+        n = len(positions)
         fig = _figure(figsize or (min(max(6.0, 0.075 * n + 2.0), 40.0), 3.4))
         ax = fig.add_subplot()
     else:
@@ -180,31 +162,9 @@ def plot_ism(ds, seq, output=None, task=None, window=None, ax=None, cmap="RdBu_r
     divider = make_axes_locatable(ax)
     logo_ax = divider.append_axes("top", size="70%", pad=0.08, sharex=ax)
     cax = divider.append_axes("right", size=0.12, pad=0.08)
-
-    vmax = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
-    vmax = vmax if vmax > 0 else 1e-9
     extent = (positions[0] - 0.5, positions[-1] + 0.5, len(bases) - 0.5, -0.5)
-    im = ax.imshow(values.T, aspect="auto", cmap=cmap, vmin=-vmax, vmax=vmax, extent=extent,
-                   interpolation="nearest")
-    ax.set_yticks(range(len(bases)), bases)
-    ax.set_xlim(extent[0], extent[1])
-    cbar = fig.colorbar(im, cax=cax)
-    cbar.set_label("Δ output", fontsize=8)
-    cbar.ax.tick_params(labelsize=7)
-
-    letters = sorted(set(bases) | {r for r in ref.tolist() if r})
-    frame = pd.DataFrame(0.0, index=positions, columns=letters)
-    for p, r, h in zip(positions, ref, imp):
-        if r and np.isfinite(h):
-            frame.loc[p, r] = h
-    colours = {b: BASE_COLOURS.get(b.upper(), OTHER_COLOUR) for b in letters}
-    top = float(imp[np.isfinite(imp)].max()) if np.isfinite(imp).any() else 0.0
-    if top > 0:  # logomaker cannot scale an all-zero logo
-        logomaker.Logo(frame, ax=logo_ax, color_scheme=colours, show_spines=False)
-    logo_ax.set_ylim(0, top * 1.05 if top > 0 else 1.0)
-    logo_ax.set_ylabel("‖Δ‖₂", fontsize=8)
-    logo_ax.tick_params(labelbottom=False, labelsize=7)
-    logo_ax.spines[["top", "right"]].set_visible(False)
+    _draw_heatmap(ax, cax, values, bases, extent, cmap)
+    _draw_logo(logo_ax, positions, bases, ref, np.sqrt(np.nansum(values * values, axis=1)))
     logo_ax.set_xlim(extent[0], extent[1])
 
     coords = _seq_coords(ds, i)
@@ -217,8 +177,70 @@ def plot_ism(ds, seq, output=None, task=None, window=None, ax=None, cmap="RdBu_r
         ax.set_xlabel("position in sequence", fontsize=8)
     ax.tick_params(labelsize=7)
     what = name if label is None else f"{name}[{label}]"
-    logo_ax.set_title(f"{seq_id} — ISM of {what}", fontsize=9)
+    logo_ax.set_title(f"{ds[SEQ].values[i]} — ISM of {what}", fontsize=9)
     return fig
+
+
+def _sequence_map(ds, name, i, task, window):
+    """What :func:`plot_ism` draws for sequence ``i``, at the positions of ``window``.
+
+    Returns
+    -------
+    values : ndarray of float64, shape (W, S)
+        Differences from the reference output.
+    positions : ndarray of int64, shape (W,)
+    bases : list of str, length S
+    ref : ndarray of str, shape (W,)
+        Reference letters ("" where the store has none).
+    label
+        The task shown, or None.
+    """
+    d = delta(ds, name).isel({SEQ: i}).compute()  # (pos, base, *tasks)
+    d, label = _one_task(d, task)
+    d = d.transpose(POS, BASE)
+    values = np.asarray(d.values, dtype=np.float64)
+    positions = np.asarray(d[POS].values, dtype=np.int64)
+    bases = [str(b) for b in d[BASE].values.tolist()]
+    mask = _window(positions, np.sqrt(np.nansum(values * values, axis=1)), window)
+    if REF_BASE in ds.variables:
+        ref = np.asarray([str(r) for r in np.asarray(ds[REF_BASE].isel({SEQ: i}).values).tolist()],
+                         dtype=object)
+    else:
+        ref = np.full(len(positions), "", dtype=object)
+    return values[mask], positions[mask], bases, ref[mask], label
+
+
+def _draw_heatmap(ax, cax, values, bases, extent, cmap):
+    """The (base x position) heatmap of ``values`` (W, S) centred at 0, with its colour bar."""
+    vmax = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
+    vmax = vmax if vmax > 0 else 1e-9
+    im = ax.imshow(values.T, aspect="auto", cmap=cmap, vmin=-vmax, vmax=vmax, extent=extent,
+                   interpolation="nearest")
+    ax.set_yticks(range(len(bases)), bases)
+    ax.set_xlim(extent[0], extent[1])
+    cbar = ax.figure.colorbar(im, cax=cax)
+    cbar.set_label("Δ output", fontsize=8)
+    cbar.ax.tick_params(labelsize=7)
+
+
+def _draw_logo(logo_ax, positions, bases, ref, heights):
+    """The reference letters ``ref`` (W,) as a logo scaled by ``heights`` (W,)."""
+    import logomaker
+    import pandas as pd
+
+    letters = sorted(set(bases) | {r for r in ref.tolist() if r})
+    frame = pd.DataFrame(0.0, index=positions, columns=letters)
+    for p, r, h in zip(positions, ref, heights):
+        if r and np.isfinite(h):
+            frame.loc[p, r] = h
+    colours = {b: BASE_COLOURS.get(b.upper(), OTHER_COLOUR) for b in letters}
+    top = float(heights[np.isfinite(heights)].max()) if np.isfinite(heights).any() else 0.0
+    if top > 0:  # logomaker cannot scale an all-zero logo
+        logomaker.Logo(frame, ax=logo_ax, color_scheme=colours, show_spines=False)
+    logo_ax.set_ylim(0, top * 1.05 if top > 0 else 1.0)
+    logo_ax.set_ylabel("‖Δ‖₂", fontsize=8)
+    logo_ax.tick_params(labelbottom=False, labelsize=7)
+    logo_ax.spines[["top", "right"]].set_visible(False)
 
 
 def plot_importance_track(ds, output=None, seqs=None, task=None, ax=None, figsize=(8, 2.8)):
