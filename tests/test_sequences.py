@@ -167,7 +167,8 @@ def test_fasta_bgzip_made_by_pysam(tmp_path):
 
     rng = np.random.default_rng(2)
     seqs = ["".join(rng.choice(list("ACGT"), 300)) for _ in range(400)]
-    text = "".join(f">r{i}\n" + "".join(s[k : k + 60] + "\n" for k in range(0, 300, 60)) for i, s in enumerate(seqs))
+    text = "".join(f">r{i}\n" + "".join(s[k : k + 60] + "\n" for k in range(0, 300, 60))
+                   for i, s in enumerate(seqs))
     plain = write(tmp_path / "many.fa", text)
     pysam.tabix_compress(plain, str(tmp_path / "many.fa.gz"))
     src = open_sequences(tmp_path / "many.fa.gz")
@@ -407,7 +408,10 @@ def test_genome_index_in_read_only_directory(tmp_path, data, monkeypatch, cache)
     ro.chmod(0o555)
     if os.access(ro, os.W_OK):  # root writes anywhere: let the folder report itself read-only
         real_access = os.access
-        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(ro) else real_access(p, mode, **kw))
+        def access(path, mode, **kwargs):
+            return False if str(path) == str(ro) else real_access(path, mode, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
     try:
         bed = write(tmp_path / "a.bed", "chr1\t100\t200\n")
         src = open_sequences(bed, genome=ro / "genome.fa", length=L)
@@ -539,17 +543,19 @@ def test_vcf_errors(tmp_path, data):
 
 def test_vcf_position_past_chromosome_end(tmp_path, data):
     genome = data / "genome.fa"  # chr1 has 3000 bp
-    path = write(tmp_path / "end.vcf", vcf_text([(100, "A", "C"), (3001, "A", "C")]).replace("chr1\t100\t.\tA", "chr1\t100\t.\t" + parse_fasta(genome)["chr1"][99].upper()))
+    ref = parse_fasta(genome)["chr1"][99].upper()
+    path = write(tmp_path / "end.vcf", vcf_text([(100, ref, "N"), (3001, "A", "C")]))
     with pytest.raises(InputError) as err:
         open_sequences(path, genome=genome, length=L)
     msg = str(err.value)
-    assert msg.startswith(f"{path}: line 5: record chr1:3001:A>C: chr1:3001 is past the end of chr1, which has length 3000")
+    assert msg.startswith(f"{path}: line 5: record chr1:3001:A>C: chr1:3001 is past the end of chr1, "
+                          "which has length 3000")
     assert "\n" not in msg and "does not match" not in msg
     with pytest.warns(SequenceWarning, match="past the end of their chromosome"):
         src = open_sequences(path, genome=genome, length=L, skip_mismatches=True)
     assert len(src) == 1 and src.skipped[0]["line"] == 5 and "length 3000" in src.skipped[0]["reason"]
     deletion = write(tmp_path / "del.vcf", vcf_text([(2999, "AAA", "A")]))
-    with pytest.raises(InputError, match=r"line 4: record chr1:2999:AAA>A: chr1:2999-3001 is past the end of chr1"):
+    with pytest.raises(InputError, match=r"line 4: record chr1:2999:AAA>A: chr1:2999-3001 is past the end"):
         open_sequences(deletion, genome=genome, length=L)
 
 

@@ -143,7 +143,8 @@ def one_hot(seq, alphabet=ALPHABET):
         try:
             data = text.encode("ascii")
         except UnicodeEncodeError as err:
-            raise InputError(f"sequence position {err.start + 1}: {bad_letter_text(text[err.start], letters)}") from None
+            bad = bad_letter_text(text[err.start], letters)
+            raise InputError(f"sequence position {err.start + 1}: {bad}") from None
     codes, bad = letter_codes(data, letters)
     if bad >= 0:
         raise InputError(f"sequence position {bad + 1}: {bad_letter_text(data[bad], letters)}")

@@ -79,7 +79,8 @@ def scan_fasta(path, alphabet, out=None):
                 except StopIteration:
                     break
                 except (ValueError, OSError, UnicodeDecodeError) as err:
-                    raise InputError(f"{where}: cannot read as FASTA ({' '.join(str(err).split())})") from None
+                    why = " ".join(str(err).split())
+                    raise InputError(f"{where}: cannot read as FASTA ({why})") from None
                 name, seq = record.name or "", record.sequence or ""
                 where = f"{path}: record {name!r} (#{len(names) + 1})"
                 letters = _checked_letters(seq, record.quality, invalid, alphabet, where)
@@ -155,7 +156,7 @@ class FastaSource(SequenceSource):
     def open(cls, path, *, genome, length, resize, skip_mismatches, alphabet):
         packed = compression(path)
         if packed not in (None, "gzip", "bgzf"):
-            raise InputError(f"{path}: the file is {packed}-compressed; decompress it, or compress it with gzip or bgzip")
+            raise InputError(f"{path}: the file is {packed}-compressed; decompress it, or compress it with bgzip")
         stamp = file_stamp(path)
         copy = cache_path(path, ".fa", stamp)
         if packed == "gzip" and not _copy_ready(copy):
@@ -198,7 +199,8 @@ class FastaSource(SequenceSource):
         if records.spaced or len(set(records.names)) != len(records.names):
             return None  # htslib counts spaces as letters and keeps only the first of a name
         fasta = index_fasta(self.path, beside=False)
-        if fasta is None or list(fasta.lengths().items()) != list(zip(records.names, records.lengths.tolist())):
+        scanned = list(zip(records.names, records.lengths.tolist()))
+        if fasta is None or list(fasta.lengths().items()) != scanned:
             return None
         return fasta
 
@@ -240,8 +242,9 @@ class FastaSource(SequenceSource):
         rows = one_hot_rows(self.alphabet)
         for j, i in enumerate(idx.tolist()):
             where = f"{self.path}: record {self.ids[i]!r} (#{i + 1})"
+            name = self.ids[i] if self._mode == "indexed" else str(i)
             try:
-                data = fasta.fetch(self.ids[i] if self._mode == "indexed" else str(i)).encode("ascii", "replace")
+                data = fasta.fetch(name).encode("ascii", "replace")
             except (KeyError, UnicodeDecodeError):
                 raise InputError(f"{where} cannot be read; the file changed since it was opened") from None
             if len(data) != self._lengths[i]:

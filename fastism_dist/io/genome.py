@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 
 from fastism_dist.errors import InputError
-from fastism_dist.io.alphabet import bad_letter_text, complement_permutation, letter_codes, one_hot_rows, reverse_complement
+from fastism_dist.io.alphabet import (bad_letter_text, complement_permutation, letter_codes, one_hot_rows,
+                                      reverse_complement)
 from fastism_dist.io.files import atomic_output, cache_path, compression, is_fresh, require_file
 from fastism_dist.io.source import SequenceSource, SequenceWarning
 
@@ -144,12 +145,14 @@ class IndexedFasta:
             if not os.path.exists(self.fai) or (self.gzi is not None and not os.path.exists(self.gzi)):
                 rebuilt = index_fasta(self.path, self.beside, self.what)
                 if rebuilt is None:
-                    raise InputError(f"{self.path}: cannot index the {self.what} again (it changed since it was opened?)")
+                    raise InputError(f"{self.path}: cannot index the {self.what} again (changed since it was opened?)")
                 self.fai, self.gzi = rebuilt.fai, rebuilt.gzi
             try:
-                self._handle = pysam.FastaFile(self.path, filepath_index=self.fai, filepath_index_compressed=self.gzi)
+                self._handle = pysam.FastaFile(self.path, filepath_index=self.fai,
+                                               filepath_index_compressed=self.gzi)
             except (OSError, ValueError) as err:
-                raise InputError(f"{self.path}: cannot open the {self.what} ({' '.join(str(err).split())})") from None
+                why = " ".join(str(err).split())
+                raise InputError(f"{self.path}: cannot open the {self.what} ({why})") from None
         return self._handle
 
     def lengths(self):
@@ -244,17 +247,20 @@ class GenomeWindowSource(SequenceSource):
         after = np.clip(start + self.length - chrom_length, 0, self.length)
         strand = np.asarray(strand, dtype=np.int8)
         minus = strand == 2
-        self._set_coords(chrom_names, code, start, strand, np.where(minus, after, before), np.where(minus, before, after))
+        pad_left, pad_right = np.where(minus, after, before), np.where(minus, before, after)
+        self._set_coords(chrom_names, code, start, strand, pad_left, pad_right)
         padded = np.flatnonzero((before > 0) | (after > 0))
         if padded.size:
             warnings.warn(
                 f"{self.path}: {padded.size} window(s) run off a chromosome end and are padded with "
                 f"N (all-zero) rows, e.g. {self.ids[padded[0]]!r}; see coords()['pad_left'/'pad_right']",
                 SequenceWarning,
-                stacklevel=5,
+                stacklevel=4,
             )
         if minus.any() and complement_permutation(self.alphabet) is None:
-            raise InputError(f"{self.path}: '-' strand windows need an alphabet with complements, got {self.alphabet!r}")
+            raise InputError(
+                f"{self.path}: '-' strand windows need an alphabet with complements, got {self.alphabet!r}"
+            )
 
     def _read_sorted(self, idx):
         lengths = self._genome.lengths()
@@ -277,7 +283,8 @@ class GenomeWindowSource(SequenceSource):
         try:
             data = self._genome.fetch(chrom, start, end).encode("ascii", "replace")
         except UnicodeDecodeError:
-            raise InputError(f"{where}:{start + 1}-{end} (window of sequence {self.ids[i]!r}): non-ASCII bytes") from None
+            window = f"window of sequence {self.ids[i]!r}"
+            raise InputError(f"{where}:{start + 1}-{end} ({window}): non-ASCII bytes") from None
         codes, bad = letter_codes(data, self.alphabet)
         if bad >= 0:
             raise InputError(

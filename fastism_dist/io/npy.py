@@ -24,7 +24,9 @@ class NpySource(SequenceSource):
         arr = _load(path)
         channels = len(alphabet)
         if arr.ndim != 3 or arr.shape[2] != channels:
-            raise InputError(f"{path}: expected a one-hot array of shape (N, L, {channels}), got shape {arr.shape}")
+            raise InputError(
+                f"{path}: expected a one-hot array of shape (N, L, {channels}), got shape {arr.shape}"
+            )
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise InputError(f"{path}: expected a numeric one-hot array, got dtype {arr.dtype}")
         if arr.shape[0] == 0:

@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 
 from fastism_dist.errors import InputError
-from fastism_dist.io import bed, fasta, npy, vcf  # noqa: F401 - importing a format module registers its reader
+# importing a format module registers its reader
+from fastism_dist.io import bed, fasta, npy, vcf  # noqa: F401
 from fastism_dist.io.alphabet import ALPHABET, check_alphabet
 from fastism_dist.io.files import require_file
 from fastism_dist.io.source import SequenceWarning, readers
@@ -68,7 +69,8 @@ def open_sequences(path, genome=None, length=None, resize=False, skip_mismatches
         genome = os.fspath(genome)
         require_file(genome, "genome FASTA", "genome FASTA file")
     elif genome is not None:
-        warnings.warn(f"{path}: genome= is only used for BED and VCF inputs; ignored", SequenceWarning, stacklevel=2)
+        warnings.warn(f"{path}: genome= is only used for BED and VCF inputs; ignored", SequenceWarning,
+                      stacklevel=2)
         genome = None
     return reader.open(path, genome=genome, length=length, resize=resize, skip_mismatches=skip_mismatches,
                        alphabet=alphabet)

@@ -294,7 +294,7 @@ def unique_ids(ids, path):
     warnings.warn(
         f"{path}: sequence ids repeat (e.g. {first!r}); later copies are renamed with a #2, #3, ... suffix",
         SequenceWarning,
-        stacklevel=4,
+        stacklevel=5,
     )
     return out
 

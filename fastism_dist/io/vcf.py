@@ -56,7 +56,8 @@ class VcfSource(GenomeWindowSource):
         src = cls(path, fasta, length, alphabet, windows.ids)
         src.skipped = windows.skipped
         src._variant = (length // 2, windows.refs, windows.alts, windows.vcf_ids)
-        src._locate(list(windows.chroms), windows.code, windows.starts, np.ones(len(windows.ids), dtype=np.int8))
+        plus = np.ones(len(windows.ids), dtype=np.int8)
+        src._locate(list(windows.chroms), windows.code, windows.starts, plus)
         return src
 
     def variants(self):
@@ -95,7 +96,8 @@ def _records(path):
                     except StopIteration:
                         return
                     except (ValueError, OSError) as err:
-                        raise InputError(f"{where}: cannot parse the VCF record ({' '.join(str(err).split())})") from None
+                        why = " ".join(str(err).split())
+                        raise InputError(f"{where}: cannot parse the VCF record ({why})") from None
                     k += 1
                     yield where, (header + k if header is not None else None), record
     finally:
