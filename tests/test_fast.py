@@ -233,3 +233,28 @@ def test_half_precision_within_documented_tolerance(pooled_dense_case, dtype, to
     assert_close(got.ref + got.mut, want, tol=tol)
     naive = NaiveISM(model, compute_dtype=dtype)(x)
     assert_close(got.mut, naive.mut, tol=tol)
+
+
+def test_registered_rule_accelerates_a_user_layer():
+    """in -> C -> Scale (user layer, registered as position-wise) -> C -> F -> D -> y"""
+    import keras
+
+    from fastism_dist.core import PositionWise, register_rule
+
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0 + 1.0
+
+    def build():
+        keras.utils.set_random_seed(4)
+        inp = keras.Input((20, 4))
+        h = Scale()(keras.layers.Conv1D(3, 3, padding="same")(inp))
+        h = keras.layers.Conv1D(2, 3, padding="same")(h)
+        return keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+
+    states = lambda ism: [state for _, cls, state in ism.plan.summary() if cls == "Scale"]  # noqa: E731
+    assert states(FastISM(build(), check=False)) == ["full"]
+    register_rule(Scale, PositionWise)
+    model = build()
+    assert states(FastISM(model, check=False)) == ["win3"]
+    _fast_vs_explicit(model, random_one_hot(2, 20, seed=5), check=True)

@@ -16,6 +16,7 @@ package does not import TensorFlow.
 
 from __future__ import annotations
 
+from fastism_dist.errors import ModelError
 from fastism_dist.models.basset import basset, randomize_batch_norm
 from fastism_dist.models.bpnet import bpnet
 from fastism_dist.models.factorized_basset import factorized_basset
@@ -62,8 +63,6 @@ def build(name, **kwargs):
     try:
         builder = REFERENCE_MODELS[name]
     except (KeyError, TypeError):
-        from fastism_dist.errors import ModelError
-
         raise ModelError(
             f"unknown reference model {name!r}; choose one of {sorted(REFERENCE_MODELS)}"
         ) from None
