@@ -81,8 +81,8 @@ def in_process(model_path, fasta, method, batch_size, repeats):
     """
     import resource
 
-    from fastism_dist.distributed.engine import count_mutations, executor_class
-    from fastism_dist.io.sequences import open_sequences
+    from fastism_dist.distributed import count_mutations, executor_class
+    from fastism_dist.io import open_sequences
 
     x = open_sequences(fasta).read(slice(None))
     best = {}
@@ -118,7 +118,7 @@ def engine(model_path, fasta, workers, method, chunk_size, batch_size, directory
     import dask
     from distributed import Client, LocalCluster
 
-    from fastism_dist.distributed.engine import score
+    from fastism_dist.distributed import score
 
     out = str(Path(directory) / f"scaling-{workers}.zarr")
     shutil.rmtree(out, ignore_errors=True)

@@ -26,7 +26,7 @@ import pytest
 from conftest import LENGTH, random_letters, write_fasta
 
 from fastism_dist import score
-from fastism_dist.io.sequences import open_sequences
+from fastism_dist.io import open_sequences
 
 pytestmark = pytest.mark.cluster
 
@@ -55,6 +55,9 @@ class GatedSource:
 
     def coords(self):
         return self.source.coords()
+
+    def variants(self):
+        return self.source.variants()
 
     def read(self, indices):
         t0 = time.monotonic()

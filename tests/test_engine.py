@@ -6,6 +6,7 @@ tests about the number of workers or about killing a worker start their own.
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -15,10 +16,11 @@ import pytest
 
 from conftest import LENGTH, random_letters, write_fasta
 from fastism_dist import NaiveISM, open_results
-from fastism_dist.store import layout as store
-from fastism_dist.distributed.engine import score
+from fastism_dist.distributed import auto_chunk_size, executor_class, score
 from fastism_dist.errors import FastISMError, InputError, ModelError, StoreMismatchError
-from fastism_dist.io.sequences import open_sequences
+from fastism_dist.io import open_sequences
+from fastism_dist.outputs import bin_sums, get_reducer
+from fastism_dist.store import done_mask
 
 pytestmark = pytest.mark.cluster
 TOL = 1e-6
@@ -26,8 +28,6 @@ TOL = 1e-6
 
 def expected(model_path, x, method="naive", **kwargs):
     """In-process ISM of ``x`` with the same executor the workers use."""
-    from fastism_dist.distributed.engine import executor_class
-
     return executor_class(method)(model_path, **kwargs)(x)
 
 
@@ -59,6 +59,9 @@ class SlowSource:
 
     def coords(self):
         return self.source.coords()
+
+    def variants(self):
+        return self.source.variants()
 
     def read(self, indices):
         time.sleep(self.delay)
@@ -131,7 +134,7 @@ def _wait_for_done(out, at_least, thread, timeout=180):
     t0 = time.time()
     while time.time() - t0 < timeout and thread.is_alive():
         try:
-            done = int(store.done_mask(out).sum())
+            done = int(done_mask(out).sum())
         except Exception:  # the template is not written yet
             done = 0
         if done >= at_least:
@@ -306,13 +309,43 @@ def test_failing_chunk_is_a_clear_error(tmp_path, tiny_model_path, tiny_fasta, c
     with pytest.raises(InputError, match="record #8 is corrupt"):
         score(tiny_model_path, source, out, client=client, chunk_size=2, method="naive",
               retries=1, progress=False)
-    done = store.done_mask(out)
+    done = done_mask(out)
     assert not done[3]  # the chunk of sequence 7
 
 
-def test_auto_chunk_size():
-    from fastism_dist.distributed.engine import auto_chunk_size
+def test_many_small_chunks(tmp_path, tiny_model_path, cluster):
+    """300 one-sequence chunks: every chunk runs once, the totals add up, the store is exact."""
+    n = 300
+    fasta = write_fasta(tmp_path / "in.fa", random_letters(n, LENGTH, seed=13))
+    out = str(tmp_path / "out.zarr")
+    summary = score(tiny_model_path, fasta, out, scheduler=cluster.scheduler_address,
+                    chunk_size=1, method="naive", progress=False)
+    assert summary.n_chunks == summary.chunks_run == n and summary.chunks_skipped == 0
+    assert summary.mutations == n * LENGTH * 3
+    assert sorted(t["chunk"] for t in summary.tasks) == list(range(n))
+    assert sum(w["chunks"] for w in summary.per_worker.values()) == n
+    assert sum(w["sequences"] for w in summary.per_worker.values()) == n
+    assert sum(w["mutations"] for w in summary.per_worker.values()) == summary.mutations
+    assert set(summary.per_worker) == {t["worker"] for t in summary.tasks}
+    assert_store_equals(out, tiny_model_path, read_x(fasta))
 
+
+def test_progress_bar_and_summary(tmp_path, tiny_model_path, tiny_fasta, client, capsys):
+    out = str(tmp_path / "out.zarr")
+    score(tiny_model_path, tiny_fasta, out, client=client, chunk_size=3, method="naive")
+    printed = capsys.readouterr()
+    assert re.search(r"4/4 \[.*chunk/s, [\d,]+ mutations/s\]", printed.err), printed.err
+    assert "on 2 worker(s) (the given client)" in printed.out
+    assert "4 chunks of 3 (4 computed, 0 already done)" in printed.out
+    assert "mutations   720 computed" in printed.out
+
+
+def test_unknown_keyword_is_refused(tmp_path, tiny_model_path, tiny_fasta):
+    with pytest.raises(TypeError, match="chunksize"):
+        score(tiny_model_path, tiny_fasta, str(tmp_path / "out.zarr"), chunksize=2)
+
+
+def test_auto_chunk_size():
     assert auto_chunk_size(128, 400, 4, [(16,)]) == 16          # ~32k mutations per task
     assert auto_chunk_size(10, 24, 4, [(2,)]) == 2               # at least 8 chunks
     assert auto_chunk_size(10**5, 1000, 4, [(1000, 2), (2,)]) == 1   # <= 32 MiB per chunk
@@ -342,13 +375,11 @@ def bpnet_fasta(tmp_path_factory):
 
 @pytest.mark.parametrize("spec", ["profile=jsd", "profile=total"])
 def test_reduce_on_workers(tmp_path, bpnet_path, bpnet_fasta, client, spec):
-    from fastism_dist.outputs import reduce as rd
-
     out = str(tmp_path / "out.zarr")
     score(bpnet_path, bpnet_fasta, out, client=client, chunk_size=2, reduce=spec, progress=False)
     x = open_sequences(bpnet_fasta, length=BPNET_LENGTH).read(slice(None))
     res = expected(bpnet_path, x, "fast")
-    want = rd.get_reducer(spec.split("=")[1])(res.ref[0], res.mut[0], output="profile")
+    want = get_reducer(spec.split("=")[1])(res.ref[0], res.mut[0], output="profile")
     ds = open_results(out)
     assert ds["profile"].dims == ("seq", "pos", "base", "profile_dim_1")
     assert ds["profile"].shape == (3, BPNET_LENGTH, 4, 4)
@@ -369,8 +400,6 @@ def test_reduce_on_workers(tmp_path, bpnet_path, bpnet_fasta, client, spec):
 def test_tasks_by_name_and_bins(tmp_path, bpnet_path, bpnet_fasta, client):
     import keras
 
-    from fastism_dist.outputs import reduce as rd
-
     model = keras.models.load_model(bpnet_path, compile=False)
     model.get_layer("profile").task_names = ["a+", "a-", "b+", "b-"]
     out = str(tmp_path / "out.zarr")
@@ -382,7 +411,7 @@ def test_tasks_by_name_and_bins(tmp_path, bpnet_path, bpnet_fasta, client):
     assert list(ds["profile_bin"].values) == [0, 16, 32, 48]
     x = open_sequences(bpnet_fasta, length=BPNET_LENGTH).read(slice(None))
     res = expected(bpnet_path, x, "naive")
-    np.testing.assert_allclose(ds["profile"].values, rd.bin_sums(res.mut[0][..., [3, 0]], 16),
+    np.testing.assert_allclose(ds["profile"].values, bin_sums(res.mut[0][..., [3, 0]], 16),
                                rtol=1e-5, atol=1e-4)
     assert set(ds.data_vars) == {"profile", "profile_ref", "done"}
 

@@ -12,14 +12,15 @@ import os
 import numpy as np
 import pytest
 
-from fastism_dist import open_results
+from fastism_dist import NaiveISM, open_results
 from fastism_dist.cli import main
-from fastism_dist.outputs.reduce import total_count
-from fastism_dist.io.sequences import SequenceWarning, decode, one_hot, open_sequences
+from fastism_dist.distributed import apply_variants
+from fastism_dist.io import SequenceWarning, decode, one_hot, open_sequences
+from fastism_dist.outputs import total_count
 
 pytestmark = [pytest.mark.cluster,
               # the fixtures have padded windows, duplicates and a symbolic ALT: expected warnings
-              pytest.mark.filterwarnings("ignore::fastism_dist.io.sequences.SequenceWarning")]
+              pytest.mark.filterwarnings("ignore::fastism_dist.io.SequenceWarning")]
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 FASTA = os.path.join(DATA, "seqs.fa")
@@ -70,8 +71,6 @@ def model_outputs(model_path, x):
 
 
 def assert_ism_equals(ds, model_path, x):
-    from fastism_dist import NaiveISM
-
     res = NaiveISM(model_path)(x)
     np.testing.assert_allclose(ds["profile"].values, res.mut[0], atol=TOL)
     np.testing.assert_allclose(ds["y"].values, res.mut[1], atol=TOL)
@@ -191,8 +190,6 @@ def test_vcf_with_genome_alt_outputs(tmp_path, model_path, scheduler):
 
 
 def assert_ism_equals_reduced(ds, model_path, x):
-    from fastism_dist import NaiveISM
-
     res = NaiveISM(model_path)(x)
     np.testing.assert_allclose(ds["profile"].values, total_count(res.mut[0]), atol=1e-4)
     np.testing.assert_allclose(ds["profile_ref"].values, total_count(res.ref[0]), atol=1e-4)
@@ -282,8 +279,6 @@ def test_bad_inputs_are_one_line_errors_and_leave_the_store(tmp_path, fasta_stor
 def test_apply_variants_snv_mnv_indel():
     """ALT written over REF for SNVs and same-length MNVs; indels and alleles past the window end
     are left out (their ALT output is NaN)."""
-    from fastism_dist.distributed.engine import apply_variants
-
     x = np.stack([one_hot("ACGTACGTAC")] * 4)
     variants = {"variant_pos": np.array([5, 5, 5, 8]), "ref": np.array(["C", "CG", "CGT", "AC"], dtype=object),
                 "alt": np.array(["T", "AA", "C", "GG"], dtype=object)}

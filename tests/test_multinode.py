@@ -20,7 +20,7 @@ import pytest
 
 from conftest import LENGTH, random_letters, write_fasta
 from fastism_dist import NaiveISM, open_results
-from fastism_dist.io.sequences import open_sequences
+from fastism_dist.io import open_sequences
 
 pytestmark = pytest.mark.cluster
 

@@ -1,0 +1,155 @@
+"""The worker side: one loaded model and executor per worker, and the task that scores a chunk.
+
+The run's ``ISMWorkerPlugin`` travels once to every worker with the run's ``RunPlan`` (model
+path or bytes, sequence source, store, output plan: never arrays of data). Its ``setup`` loads
+the model, builds the executor and opens the store writer once per worker. A task carries only
+its chunk index and row range: the worker reads its own rows, runs ISM into a ``ChunkSink``
+(which reduces each batch as it arrives and writes the chunk) and so marks the chunk done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+
+import numpy as np
+from distributed import WorkerPlugin, get_worker
+
+from fastism_dist.distributed.model import executor_class, model_file
+from fastism_dist.distributed.settings import WORKER_ENV
+from fastism_dist.distributed.sink import ChunkSink, reference_letters
+from fastism_dist.distributed.variants import AltAlleles
+from fastism_dist.store import open_writer
+
+PLUGIN_NAME = "fastism-model"
+
+
+class ISMWorkerPlugin(WorkerPlugin):
+    """Holds one loaded model and its ISM executor per worker, reused by every task of a run.
+
+    Only the run description is pickled; ``setup`` (on the worker) loads the model, builds the
+    executor and opens the store; ``teardown`` drops them. Each run registers its own instance,
+    named ``fastism-model-<run id>``, so two runs on one cluster never replace each other's
+    model.
+
+    Parameters
+    ----------
+    run : RunPlan
+        The run, as planned on the client.
+    """
+
+    name = PLUGIN_NAME
+    idempotent = False
+
+    def __init__(self, run):
+        self.run = run
+        self.name = f"{PLUGIN_NAME}-{run.run_id}"
+        self._clear()
+
+    def _clear(self):
+        self.executor = None
+        self.writer = None
+        self.alt_alleles = None
+        self._lock = None
+        self._predict = None
+
+    def __getstate__(self):
+        return {"run": self.run, "name": self.name}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._clear()
+
+    def setup(self, worker=None):
+        run = self.run
+        threads = int(getattr(getattr(worker, "state", None), "nthreads", 0) or 1)
+        configure_tensorflow(threads)
+        with model_file(run.model_ref) as path:
+            self.executor = executor_class(run.method)(
+                path, start=run.spec.start, end=run.spec.end, batch_size=run.batch_size,
+                safe_mode=run.safe_mode)
+        self.writer = open_writer(run.out)
+        if run.alt:
+            self.alt_alleles = AltAlleles(self._call_model, self.executor.output_names,
+                                          run.source.variants(), run.source.alphabet,
+                                          run.output_plan)
+        self._lock = threading.Lock()
+
+    def teardown(self, worker=None):
+        self._clear()
+
+    def _call_model(self, x):
+        """The executor's model on ``x`` (n, L, C): list of (n, *out_k) float32 arrays."""
+        if self._predict is None:
+            import tensorflow as tf
+
+            model = self.executor.model
+
+            @tf.function(reduce_retracing=True)
+            def predict(inputs):
+                return model(inputs, training=False)
+
+            self._predict = predict
+        from keras import tree
+
+        return [np.asarray(o, dtype=np.float32) for o in tree.flatten(self._predict(x))]
+
+    def run_chunk(self, chunk_index, rows):
+        """Read sequences ``rows`` (a slice) of the source, run ISM and write chunk ``chunk_index``.
+
+        Returns
+        -------
+        dict
+            ``chunk``, ``sequences``, ``mutations``, ``ism_s`` (ISM and ALT outputs) and
+            ``seconds`` (the whole task).
+        """
+        if self.executor is None:
+            raise RuntimeError(f"{self.name}: the model is not loaded on this worker")
+        run, spec = self.run, self.executor.spec
+        t0 = time.perf_counter()
+        x = np.asarray(run.source.read(np.arange(rows.start, rows.stop)), dtype=np.float32)
+        alt = None
+        if self.alt_alleles is not None:
+            def alt(ref):
+                return self.alt_alleles.outputs(x, rows, ref)
+        sink = ChunkSink(run.output_plan, self.executor.output_names, self.writer, chunk_index,
+                         dtype=run.dtype, alt=alt,
+                         ref_base=reference_letters(x[:, spec.start:spec.end], run.bases))
+        with self._lock:  # executors keep per-call state: one ISM at a time per worker
+            t_ism = time.perf_counter()
+            written = self.executor(x, sink=sink)
+            t_ism = time.perf_counter() - t_ism - written["write_s"]
+        return {"chunk": int(chunk_index), "sequences": written["sequences"],
+                "mutations": written["mutations"], "ism_s": t_ism,
+                "seconds": time.perf_counter() - t0}
+
+
+def configure_tensorflow(threads):
+    """TF intra/inter-op threads = the worker's threads; memory growth on any visible GPU."""
+    for key, value in WORKER_ENV.items():
+        os.environ.setdefault(key, value)
+    import tensorflow as tf
+
+    with contextlib.suppress(RuntimeError):  # TF already initialised in this process
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    for gpu in tf.config.list_physical_devices("GPU"):
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def score_chunk(chunk_index, rows, plugin_name):
+    """The task: chunk ``chunk_index`` (sequences ``rows``) of the run of plugin ``plugin_name``.
+
+    The plugin (sent once per worker, and again to any worker that replaces a lost one) holds
+    the run, the executor and the store writer, so a task is just a chunk index and a row range.
+    """
+    worker = get_worker()
+    plugin = worker.plugins.get(plugin_name)
+    if plugin is None:
+        raise RuntimeError(f"worker {worker.address} has no plugin {plugin_name!r}")
+    out = plugin.run_chunk(chunk_index, rows)
+    out["worker"] = worker.address
+    return out

@@ -1,0 +1,276 @@
+"""The description of one run, built once on the client by ``plan_run`` and sent whole to workers.
+
+``plan_run`` validates every setting, the model, the sequences and any existing store before a
+cluster starts; its ``RunPlan`` then goes to every worker inside the run's ``ISMWorkerPlugin``.
+``RunPlan.params()`` is the dict stored in the store's attributes and compared on resume.
+"""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastism_dist.core import (MutationSpec, find_sequence_input, load_model, make_mutation_spec,
+                               output_names)
+from fastism_dist.distributed.inputs import (InputDescription, check_source, describe,
+                                             open_source, store_coords)
+from fastism_dist.distributed.model import (EXECUTORS, client_tensorflow, is_model_file,
+                                            model_for_workers, model_sha256, output_shapes,
+                                            task_names)
+from fastism_dist.distributed.names import check_alt_names, check_dim_names, choose_outputs
+from fastism_dist.distributed.settings import MAX_SKIPPED_LISTED, auto_chunk_size, check_count
+from fastism_dist.distributed.variants import alt_note, count_indels
+from fastism_dist.errors import FastISMError, ModelError, StoreMismatchError
+from fastism_dist.io import SequenceWarning
+from fastism_dist.outputs import plan_outputs
+from fastism_dist.store import (DTYPES, check_params, create_template, read_chunk_size,
+                                store_path, store_state)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything one run needs, validated on the client; cheap to pickle (no arrays of data).
+
+    Attributes
+    ----------
+    out : str
+        The Zarr store (absolute path or URL).
+    source : SequenceSource
+        Where the sequences are (paths and per-record metadata).
+    input : InputDescription
+        What identifies the sequences in the parameters.
+    model_ref : str or bytes
+        What workers load: a model path, or the bytes of a ``.keras`` file.
+    model_sha256 : str
+    method : {"fast", "naive"}
+    spec : MutationSpec
+        Mutated positions and substitutions (W positions, S substitutions).
+    output_plan : OutputPlan
+        Stored outputs, their task choice, reducers and dimensions.
+    bases : tuple of str
+        Letters of the C channels (``ref_base``, the ``base`` coordinate).
+    chunk_size : int
+        Sequences per chunk (one task, one Zarr chunk).
+    dtype : {"float32", "float16"}
+        Stored dtype.
+    batch_size : int or None
+        Mutations per model call (None: the executor's default).
+    safe_mode : bool
+        Keras safe mode when loading the model.
+    alt : bool
+        VCF input: also store each output with the ALT allele.
+    state : str
+        The store before the run: ``"absent"``, ``"store"`` or ``"zarr"``.
+    resume : bool
+        Continue the existing store (skip its done chunks).
+    attrs : dict
+        Extra store attributes (skipped VCF records, the ALT note).
+    run_id : str
+        Unique per run: names the worker plugin and the tasks.
+    """
+
+    out: str
+    source: object
+    input: InputDescription
+    model_ref: object
+    model_sha256: str
+    method: str
+    spec: MutationSpec
+    output_plan: object
+    bases: tuple
+    chunk_size: int
+    dtype: str = "float32"
+    batch_size: int | None = None
+    safe_mode: bool = True
+    alt: bool = False
+    state: str = "absent"
+    resume: bool = False
+    attrs: dict = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def n_sequences(self):
+        return self.input.n_sequences
+
+    @property
+    def start(self):
+        return self.spec.start
+
+    @property
+    def end(self):
+        return self.spec.end
+
+    def params(self):
+        """The run's settings as stored in the store's ``params`` and compared on resume."""
+        return {
+            "model_sha256": self.model_sha256,
+            **self.input.params(),
+            "start": self.spec.start,
+            "end": self.spec.end,
+            "method": self.method,
+            "outputs": list(self.output_plan.outputs),
+            **self.output_plan.params(),
+            "alt": True if self.alt else None,
+            "dtype": self.dtype,
+            "chunk_size": int(self.chunk_size),
+        }
+
+
+def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, end=None,
+             method="fast", genome=None, outputs=None, tasks=None, reduce=None,
+             dtype="float32", overwrite=False, safe_mode=True, resize=False,
+             skip_mismatches=False, alphabet="ACGT"):
+    """Validate a run and compare it with an existing store; touches nothing.
+
+    Parameters
+    ----------
+    model : keras.Model or str
+        The model, or a path to a ``.keras`` / ``.h5`` file (that every worker can read).
+    input : str or SequenceSource
+        FASTA, BED / VCF (with ``genome``) or ``.npy`` (N, L, C) file, or an opened source
+        (a ``SequenceSource``, or an object with its ``read``, ``ids``, ``alphabet``, ``length``,
+        ``coords()`` and ``variants()``).
+    out : str
+        The Zarr store (local directory or fsspec URL every worker can reach).
+    chunk_size : int, optional
+        Sequences per chunk (one task, one Zarr chunk). Default is the store's on resume, else
+        ``auto_chunk_size``: about 32k mutations per task, at least 8 chunks, at most 32 MiB of
+        outputs per chunk.
+    batch_size : int, optional
+        Mutations per model call. Default is the executor's (256).
+    start, end : int
+        Mutated positions, half-open. Default is the whole sequence.
+    method : {"fast", "naive"}
+        Default is "fast".
+    genome : str, optional
+        Genome FASTA for BED / VCF inputs.
+    outputs : list of str or str, optional
+        Model outputs to store (names or indices, or one comma-separated string). Default is all.
+    tasks : int, str or list, optional
+        Keep only these entries of the last axis of every stored output: indices, or task names
+        where the output's layer (or the model) has a ``task_names`` attribute. Default is all.
+    reduce : str or dict, optional
+        Reducers applied on the workers before writing, e.g. ``"profile=jsd"`` or
+        ``{"profile": "bins:10"}`` (see ``fastism_dist.outputs``). Default stores the outputs as
+        computed.
+    dtype : {"float32", "float16"}
+        Stored dtype. Default is float32.
+    overwrite : bool
+        Replace an existing store written with other parameters. Default is False.
+    safe_mode : bool
+        Keras safe mode when loading the model (False allows Lambda layers). Default is True.
+    resize, skip_mismatches, alphabet
+        Passed to ``open_sequences``.
+
+    Returns
+    -------
+    RunPlan
+
+    Raises
+    ------
+    FastISMError
+        Subclasses for bad settings, models, inputs, and (without ``overwrite``) an existing
+        store written with other parameters.
+    """
+    out = store_path(out)
+    _check_settings(chunk_size, batch_size, dtype, method)
+    if is_model_file(model):
+        client_tensorflow()
+    keras_model = load_model(model, safe_mode=safe_mode)
+    seq = _sequence_input(keras_model)
+    spec = make_mutation_spec(seq.length, seq.channels, start, end)
+    output_plan = _output_plan(keras_model, seq, outputs, tasks, reduce)
+    source = open_source(input, genome, seq.length, resize, skip_mismatches, alphabet)
+    check_source(source, input, seq.length, seq.channels)
+    variants = source.variants()
+    attrs = _store_attrs(source, variants, output_plan.outputs, input)
+    state = store_state(out)
+    _check_store(out, state, overwrite)
+    resume = state == "store" and not overwrite
+    if chunk_size is None and resume:
+        chunk_size = read_chunk_size(out)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(len(source), spec.n_positions, len(spec.substitutions),
+                                     list(output_plan.shapes.values()), dtype)
+    run = RunPlan(
+        out=out, source=source,
+        input=InputDescription.of(input, source, genome, resize, skip_mismatches),
+        model_ref=model_for_workers(model, keras_model),
+        model_sha256=model_sha256(model, keras_model), method=method, spec=spec,
+        output_plan=output_plan, bases=tuple(str(b) for b in source.alphabet),
+        chunk_size=int(chunk_size), dtype=dtype, batch_size=batch_size, safe_mode=safe_mode,
+        alt=variants is not None, state=state, resume=resume, attrs=attrs,
+    )
+    if resume:
+        check_params(out, run.params())
+    return run
+
+
+def _check_settings(chunk_size, batch_size, dtype, method):
+    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
+        if value is not None:
+            check_count(name, value)
+    if dtype not in DTYPES:
+        raise FastISMError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    if method not in EXECUTORS:
+        raise FastISMError(f"method must be one of {sorted(EXECUTORS)}, got {method!r}")
+
+
+def _sequence_input(keras_model):
+    seq = find_sequence_input(keras_model, 0)
+    if len(keras_model.inputs) != 1:
+        raise ModelError(f"score needs a model whose only input is the sequence; this one has "
+                         f"{len(keras_model.inputs)} inputs")
+    return seq
+
+
+def _output_plan(keras_model, seq, outputs, tasks, reduce):
+    """The OutputPlan of the chosen outputs, with checked store names."""
+    shapes = output_shapes(keras_model, seq)
+    selected = choose_outputs(output_names(keras_model), outputs)
+    plan = plan_outputs({k: shapes[k] for k in selected}, tasks=tasks, reduce=reduce,
+                        task_names=task_names(keras_model, selected))
+    check_dim_names(plan.dims)
+    return plan
+
+
+def _store_attrs(source, variants, outputs, input):
+    """Extra store attributes: skipped VCF records and, for VCF inputs, the ALT note."""
+    attrs = {}
+    skipped = list(getattr(source, "skipped", None) or [])
+    if skipped:  # VCF records not scored (symbolic, REF mismatch with --skip-mismatches, ...)
+        attrs["skipped_records"] = skipped[:MAX_SKIPPED_LISTED]
+        attrs["n_skipped_records"] = len(skipped)
+    if variants is None:
+        return attrs
+    check_alt_names(outputs)
+    attrs["alt_note"] = alt_note(variants, outputs)
+    n_indels = count_indels(variants)
+    if n_indels:
+        warnings.warn(f"{describe(input)}: {n_indels} of {len(source)} variant(s) are indels (REF "
+                      "and ALT of different lengths); their ALT outputs (<output>_alt) are stored "
+                      "as NaN", SequenceWarning, stacklevel=4)
+    return attrs
+
+
+def _check_store(out, state, overwrite):
+    if state == "other":
+        raise StoreMismatchError(f"{out} exists and is not a Zarr store; refusing to write there")
+    if state == "zarr" and not overwrite:
+        raise StoreMismatchError(f"{out} is a Zarr store not written by fastism_dist; use "
+                                 "--overwrite (overwrite=True) to replace it")
+
+
+def write_template(run):
+    """Create the run's store: coordinates, attributes and empty variables (replacing any)."""
+    plan = run.output_plan
+    create_template(
+        run.out, ids=list(run.source.ids), positions=np.asarray(run.spec.positions),
+        bases=list(run.bases), outputs=plan.shapes, params=run.params(),
+        model_sha256=run.model_sha256, chunk_size=run.chunk_size,
+        coords=store_coords(run.source), dtype=run.dtype, overwrite=run.state != "absent",
+        dims=plan.dims, alt=run.alt, attrs=run.attrs,
+    )
