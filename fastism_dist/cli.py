@@ -8,6 +8,8 @@ Any ``FastISMError`` becomes one ``error: ...`` line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from fastism_dist.errors import FastISMError
@@ -121,8 +123,6 @@ def _security(args):
     if not args.tls_ca_file or not args.tls_cert:
         raise FastISMError("TLS needs both --tls-ca-file and --tls-cert (and --tls-key unless "
                            "the key is inside the certificate file)")
-    import os
-
     for flag, path in (("--tls-ca-file", args.tls_ca_file), ("--tls-cert", args.tls_cert),
                        ("--tls-key", args.tls_key)):
         if path and not os.path.isfile(path):
@@ -133,22 +133,29 @@ def _security(args):
                     tls_client_key=args.tls_key, require_encryption=True)
 
 
-def run_score(args):
+# ``score`` flags whose argparse destination is the ``score()`` keyword of the same name
+SCORE_KEYWORDS = (
+    "workers", "threads_per_worker", "gpus", "scheduler", "retries",
+    "chunk_size", "batch_size", "start", "end", "method", "outputs", "tasks", "reduce", "dtype",
+    "overwrite", "genome", "resize", "skip_mismatches", "alphabet",
+)
+
+
+def score_keywords(args):
+    """The ``score()`` keywords of parsed ``score`` arguments: where every flag is mapped."""
     security = _security(args)
     if args.scheduler and (args.gpus or args.workers):
         raise FastISMError("--scheduler uses the workers of that cluster: drop --workers / --gpus")
-    from fastism_dist.distributed.engine import score
+    keywords = {name: getattr(args, name) for name in SCORE_KEYWORDS}
+    keywords.update(safe_mode=not args.unsafe_model, progress=not args.quiet, security=security)
+    return keywords
 
-    score(
-        args.model, args.input, args.out, workers=args.workers,
-        threads_per_worker=args.threads_per_worker, gpus=args.gpus, scheduler=args.scheduler,
-        chunk_size=args.chunk_size, batch_size=args.batch_size, start=args.start, end=args.end,
-        method=args.method, genome=args.genome, outputs=args.outputs, dtype=args.dtype,
-        overwrite=args.overwrite, safe_mode=not args.unsafe_model, security=security,
-        progress=not args.quiet, retries=args.retries, resize=args.resize,
-        skip_mismatches=args.skip_mismatches, alphabet=args.alphabet, tasks=args.tasks,
-        reduce=args.reduce,
-    )
+
+def run_score(args):
+    keywords = score_keywords(args)
+    from fastism_dist.distributed import score
+
+    score(args.model, args.input, args.out, **keywords)
     return 0
 
 
@@ -173,8 +180,6 @@ def add_inspect_parser(subparsers):
 
 
 def run_inspect(args):
-    import json
-
     from fastism_dist.core.report import format_report, plan_report
 
     seq_input = int(args.seq_input) if args.seq_input.isdigit() else args.seq_input
@@ -202,10 +207,7 @@ def add_plot_parser(subparsers):
 
 
 def run_plot(args):
-    import os
-
-    from fastism_dist.analysis.plot import plot_ism, save_png
-    from fastism_dist.store.layout import open_results
+    from fastism_dist.analysis import open_results, plot_ism, save_png
 
     if not os.path.exists(args.store):
         raise FastISMError(f"store not found: {args.store}")
@@ -272,8 +274,6 @@ def build_parser():
 
 def _import_tensorflow_quietly():
     """Import TensorFlow with its start-up log lines (written to fd 2 by C++) hidden."""
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     saved = os.dup(2)

@@ -11,10 +11,10 @@ import pytest
 
 from conftest import LENGTH, random_letters, write_fasta
 from fastism_dist import NaiveISM, open_results
-from fastism_dist.store import layout as store
 from fastism_dist.cli import main
-from fastism_dist.distributed.engine import score
-from fastism_dist.io.sequences import open_sequences
+from fastism_dist.distributed import score
+from fastism_dist.io import open_sequences
+from fastism_dist.store import done_mask
 
 CLI = [sys.executable, "-m", "fastism_dist.cli"]
 
@@ -49,6 +49,30 @@ def test_usage_errors_exit_2(capsys):
     assert main([]) == 2
     assert main(["score", "m.keras"]) == 2  # no INPUT, no --out
     assert main(["score", "m.keras", "in.fa", "--out", "o.zarr", "--workers", "0"]) == 2
+
+
+def test_every_score_flag_becomes_a_score_keyword():
+    import argparse
+    import inspect
+
+    from fastism_dist.cli import SCORE_KEYWORDS, add_score_parser, score_keywords
+    from fastism_dist.distributed import plan_run
+
+    parser = add_score_parser(argparse.ArgumentParser().add_subparsers())
+    args = parser.parse_args(["m.keras", "in.fa", "--out", "o.zarr", "--chunk-size", "3",
+                              "--reduce", "profile=jsd", "--tasks", "0", "--end", "9",
+                              "--unsafe-model", "--quiet", "--skip-mismatches"])
+    keywords = score_keywords(args)
+    accepted = set(inspect.signature(score).parameters) | set(inspect.signature(plan_run).parameters)
+    assert set(keywords) <= accepted
+    assert keywords["chunk_size"] == 3 and keywords["reduce"] == "profile=jsd"
+    assert keywords["tasks"] == "0" and keywords["end"] == 9 and keywords["skip_mismatches"]
+    assert keywords["safe_mode"] is False and keywords["progress"] is False
+    assert keywords["security"] is None and keywords["retries"] == 3
+    # every flag is mapped: the ones with another name, and the rest under their own
+    own = {"help", "model", "input", "out", "tls_ca_file", "tls_cert", "tls_key", "unsafe_model",
+           "quiet"}
+    assert {a.dest for a in parser._actions} - own == set(SCORE_KEYWORDS)
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, tiny_model_path, lambda_model_path, capsys):
@@ -143,7 +167,7 @@ def test_interrupted_cli_resumes_missing_chunks(tmp_path, tiny_model_path, clust
             assert proc.poll() is None, proc.communicate()
             assert time.time() - t0 < 180, "no chunks done"
             try:
-                done = int(store.done_mask(out).sum())
+                done = int(done_mask(out).sum())
             except Exception:  # template not written yet
                 pass
             time.sleep(0.02)
@@ -156,7 +180,7 @@ def test_interrupted_cli_resumes_missing_chunks(tmp_path, tiny_model_path, clust
     assert proc.returncode == 130
     assert "interrupted:" in err and "rerun the same command" in err
     psutil.wait_procs(children, timeout=30)  # no worker left writing
-    done = int(store.done_mask(out).sum())
+    done = int(done_mask(out).sum())
     assert 2 <= done < n
     summary = score(tiny_model_path, fasta, out, scheduler=cluster.scheduler_address,
                     method="naive", progress=False)
