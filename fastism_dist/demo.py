@@ -14,7 +14,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastism_dist.analysis import (importance, open_results, plot_ism, save_png, task_dims,
+                                   top_window_start)
+from fastism_dist.core import FastISM
+from fastism_dist.distributed import score
 from fastism_dist.errors import FastISMError
+from fastism_dist.io import open_sequences
+from fastism_dist.store import SEQ
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 MODEL_FILE = "demo_model.keras"
@@ -94,8 +100,6 @@ def ism_importance(model, x, batch_size=1024):
     importance : ndarray of shape (B, L)
         ``sqrt(sum over substitutions and tasks of (mut - ref)**2)``.
     """
-    from fastism_dist.core.fast import FastISM
-
     res = FastISM(model, check=False, batch_size=batch_size)(x)
     ref = np.asarray(res.ref[0], dtype=np.float64)
     mut = np.asarray(res.mut[0], dtype=np.float64)  # (B, L, S, T)
@@ -119,9 +123,6 @@ def top_window_hits(model=None, sequences=None, truth=None, window=15):
     dict of str to bool
         Sequence name -> overlap, for every sequence with at least one planted motif.
     """
-    from fastism_dist.analysis.attribution import top_window_start
-    from fastism_dist.io.sequences import open_sequences
-
     files = demo_files() if None in (model, sequences, truth) else None
     model = model or files.model
     source = open_sequences(sequences or files.sequences)
@@ -161,11 +162,6 @@ def run_demo(out_dir, workers=2, progress=True, overwrite=True):
         ``store`` (the Zarr path), ``png`` (``out_dir/<seq>.png``) and ``seq`` (the sequence
         plotted: the one with the largest single-position importance).
     """
-    from fastism_dist.analysis import attribution as analysis
-    from fastism_dist.distributed.engine import score
-    from fastism_dist.analysis.plot import plot_ism, save_png
-    from fastism_dist.store.layout import open_results
-
     files = demo_files()
     out_dir = os.path.abspath(os.fspath(out_dir))
     os.makedirs(out_dir, exist_ok=True)
@@ -173,10 +169,10 @@ def run_demo(out_dir, workers=2, progress=True, overwrite=True):
     score(files.model, files.sequences, store, workers=workers, progress=progress,
           overwrite=overwrite)
     ds = open_results(store)
-    task_dim = analysis.task_dims(ds[OUTPUT])[0]
+    task_dim = task_dims(ds[OUTPUT])[0]
     ds = ds.assign_coords({task_dim: list(TASKS)})  # label the three sigmoid outputs
-    peak = analysis.importance(ds, OUTPUT).max("pos").compute()
-    seq = str(peak[analysis.SEQ].values[int(np.nanargmax(peak.values))])
+    peak = importance(ds, OUTPUT).max("pos").compute()
+    seq = str(peak[SEQ].values[int(np.nanargmax(peak.values))])
     fig = plot_ism(ds, seq, output=OUTPUT, window=None)
     png = save_png(fig, os.path.join(out_dir, f"{seq}.png"))
     if progress:
