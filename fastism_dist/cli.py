@@ -180,7 +180,7 @@ def add_inspect_parser(subparsers):
 
 
 def run_inspect(args):
-    from fastism_dist.core.report import format_report, plan_report
+    from fastism_dist.core import format_report, plan_report
 
     seq_input = int(args.seq_input) if args.seq_input.isdigit() else args.seq_input
     report = plan_report(args.model, start=args.start, end=args.end, seq_input=seq_input,
