@@ -32,6 +32,19 @@ def test_random_architectures(seed):
     model = toy_models.randomize_batch_norm(toy_models.random_architecture(seed), seed)
     x = random_one_hot(2, model.inputs[0].shape[1], seed=seed)
     _fast_vs_explicit(model, x)
+    _fast_vs_explicit(model, x, incremental_conv=False, first_layer_lookup=False)
+
+
+@pytest.mark.parametrize("build", [toy_models.dilated_residual, toy_models.causal,
+                                   toy_models.strided_valid, toy_models.crop_pad_upsample,
+                                   toy_models.merges, toy_models.nested_model])
+def test_windowed_convolution_without_shortcuts(build):
+    """The plain windowed path (every shortcut off) stays exact where convolutions are chained."""
+    model = toy_models.randomize_batch_norm(build())
+    length, channels = model.inputs[0].shape[1:]
+    x = random_one_hot(2, length, channels, seed=6)
+    _fast_vs_explicit(model, x, incremental_conv=False, first_layer_lookup=False,
+                      incremental_dense=False)
 
 
 def test_fast_equals_naive_executor():
@@ -182,15 +195,21 @@ def pooled_dense_case():
     return model, x, ref + mut
 
 
+def _first_conv_incremental(ism):
+    return any(ism.graph.nodes[i].arg_ids[0] == ism.plan.seq_id for i in ism.program.incremental)
+
+
 @pytest.mark.parametrize("lookup", [True, False])
+@pytest.mark.parametrize("conv", [True, False])
 @pytest.mark.parametrize("dense", [True, False])
 @pytest.mark.parametrize("skip", [True, False])
 @pytest.mark.parametrize("xla", [False, True])
-def test_optimisation_switches_agree(pooled_dense_case, lookup, dense, skip, xla):
+def test_optimisation_switches_agree(pooled_dense_case, lookup, conv, dense, skip, xla):
     model, x, want = pooled_dense_case
-    ism = FastISM(model, check=False, first_layer_lookup=lookup, incremental_dense=dense,
-                  skip_identity=skip, xla=xla, batch_size=128)
-    assert bool(ism.program.lookup) == lookup
+    ism = FastISM(model, check=False, first_layer_lookup=lookup, incremental_conv=conv,
+                  incremental_dense=dense, skip_identity=skip, xla=xla, batch_size=128)
+    assert _first_conv_incremental(ism) == lookup
+    assert len(ism.program.incremental) == lookup + conv
     assert bool(ism.program.dense) == dense
     got = ism(x)
     assert_close(got.ref + got.mut, want)
@@ -201,7 +220,7 @@ def test_lookup_with_wide_windows_and_strided_first_conv():
     x = random_one_hot(2, 37, seed=13)
     subs = np.random.default_rng(4).normal(size=(2, 3, 4)).astype(np.float32)
     ism = FastISM(model, check=False, substitutions=subs)
-    assert ism.program.lookup and ism.program.dense
+    assert _first_conv_incremental(ism) and ism.program.dense
     want = explicit_ism(model, x, substitutions=subs)
     got = ism(x)
     assert_close(got.ref + got.mut, want[0] + want[1])

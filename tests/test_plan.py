@@ -195,15 +195,17 @@ def test_plan_of_each_toy_model_is_pinned(build):
     assert got == PINNED_PLANS[build.__name__]
 
 
-@pytest.mark.parametrize("build,lookups,dense", [
-    (toy_models.pooled_dense, 1, 1),
-    (toy_models.mini_basset, 1, 0),   # its first Dense has too few positions per window group
+@pytest.mark.parametrize("build,incremental,dense", [
+    (toy_models.pooled_dense, 2, 1),
+    (toy_models.mini_basset, 2, 0),   # its first Dense has too few positions per window group
     (toy_models.channels_first_flatten, 1, 0),  # channels_first Flatten: rows not contiguous
     (toy_models.impostor_layers, 1, 0),  # a user layer called Flatten is not a Flatten
+    (toy_models.dilated_residual, 5, 0),  # all but the profile head: its input window is whole
     (toy_models.first_layer_flatten, 0, 0),
 ])
-def test_shortcuts_used(build, lookups, dense):
+def test_shortcuts_used(build, incremental, dense):
+    """How many Conv1D layers are computed incrementally and Dense layers from changed rows."""
     from fastism_dist import FastISM
 
     program = FastISM(build(), check=False).program
-    assert (len(program.lookup), len(program.dense)) == (lookups, dense)
+    assert (len(program.incremental), len(program.dense)) == (incremental, dense)

@@ -1,9 +1,9 @@
-"""FLOP counts and the theoretical bound match DESIGN §9 for the paper's models."""
+"""Multiply-add counts and the theoretical bound of the paper's models, with and without shortcuts."""
 
 import pytest
 
 from fastism_dist.models import basset, bpnet
-from fastism_dist.core.report import format_report, plan_report
+from fastism_dist.core import format_report, plan_report
 
 import toy_models
 
@@ -11,25 +11,39 @@ import toy_models
 def test_basset_1kb_and_2kb_bounds():
     report = plan_report(basset(seq_len=1000, seed=0))
     assert report.naive_flops == pytest.approx(271e6, rel=0.005)
-    assert 15.5 < report.bound < 17.5
+    assert report.fast_flops == pytest.approx(8.0e6, rel=0.01)
+    assert 33 < report.bound < 35
     assert report.stops == [("flatten", "flattens all positions")]
     notes = {row.name: row.note for row in report.layers}
     assert notes["conv1"] == "first-layer lookup" and notes["dense1"] == "incremental dense"
+    assert notes["conv2"] == notes["conv3"] == "incremental convolution"
+    fast = {row.name: row.fast_macs for row in report.layers}
+    assert (fast["conv2"], fast["conv3"]) == (7 * 11 * 300 * 200, 5 * 7 * 200 * 200)
     report2 = plan_report(basset(seq_len=2000, seed=0))
     assert report2.naive_flops == pytest.approx(541e6, rel=0.005)
-    assert 31 < report2.bound < 35
+    assert 65 < report2.bound < 70
+
+
+def test_basset_windowed_bound_without_incremental_convolution():
+    """The original fastISM's scheme: every affected output window is recomputed."""
+    report = plan_report(basset(seq_len=1000, seed=0), incremental_conv=False)
+    assert 15.5 < report.bound < 17.5
+    fast = {row.name: row.fast_macs for row in report.layers}
+    assert fast["conv2"] == 17 * 11 * 300 * 200
 
 
 def test_bpnet_bound():
     report = plan_report(bpnet(seq_len=1000, seed=0))
-    assert 2.4 < report.bound < 3.0
+    assert 3.4 < report.bound < 4.0
+    assert 2.4 < plan_report(bpnet(seq_len=1000, seed=0), incremental_conv=False).bound < 3.0
     widths = [row.width for row in report.layers if row.name.startswith("dil_conv")]
     assert widths[:3] == ["29", "37", "53"]
 
 
 def test_switches_change_the_count():
     model = basset(seq_len=1000, seed=0)
-    plain = plan_report(model, first_layer_lookup=False, incremental_dense=False)
+    plain = plan_report(model, first_layer_lookup=False, incremental_conv=False,
+                        incremental_dense=False)
     assert plain.fast_flops > plan_report(model).fast_flops
 
 

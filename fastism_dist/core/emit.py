@@ -47,7 +47,7 @@ class Emitter:
                 consts[("rows", name)] = tf.constant(read.rows)
                 if read.rel is not None:
                     consts[("rel", name)] = tf.constant(read.rel)
-        for index, tap in program.lookup.items():
+        for index, tap in program.incremental.items():
             consts[("tap", index)] = tf.constant(tap)
         for index, starts in program.dense_starts.items():
             consts[("dense_start", index)] = tf.constant(starts)
@@ -80,10 +80,10 @@ class Emitter:
         return [values[t] for t in self.graph.output_ids], cache
 
     def _linear_part(self, node, x):
-        """A lookup Conv1D's or incremental Dense's reference output before its activation."""
+        """An incremental Conv1D's or Dense's reference output before its activation."""
         import tensorflow as tf
 
-        if node.index in self.program.lookup:
+        if node.index in self.program.incremental:
             return self.plan.nodes[node.index].rule.linear_part(node.op, x)
         return DenseRule.linear_part(node.op, tf.reshape(x, [tf.shape(x)[0], -1]))
 
@@ -98,8 +98,8 @@ class Emitter:
             node = node_plan.node
             if node_plan.state == REF or node.index in program.elided:
                 continue
-            if node.index in program.lookup:
-                outs = [self._lookup(node_plan, cache, b, p, s)]
+            if node.index in program.incremental:
+                outs = [self._incremental_conv(node_plan, values, cache, b, p)]
             elif node.index in program.dense:
                 outs = [self._incremental_dense(node_plan, values, cache, b, p, group)]
             else:
@@ -143,16 +143,16 @@ class Emitter:
         recomputed = tf.cast(tf.gather(values[tid], tf.maximum(rel, 0), batch_dims=1), window.dtype)
         return tf.where((rel >= 0)[..., None], recomputed, window)
 
-    def _lookup(self, node_plan, cache, b, p, s):
-        """First-layer lookup: reference pre-activation + kernel rows times the input change."""
+    def _incremental_conv(self, node_plan, values, cache, b, p):
+        """Reference pre-activation + the convolution of the input's change, then activation."""
         import keras
         import tensorflow as tf
 
         node = node_plan.node
         layer = node.op
-        name = ("seq_ref",)
-        seq_read = self._gather_rows(name, self.program.reads[name], cache, b, p)   # (M, w, C)
-        change = tf.gather(self._constants["subs"], s) - tf.cast(seq_read, tf.float32)
+        name = ("change", node.index)
+        reference = self._gather_rows(name, self.program.reads[name], cache, b, p)  # (M, w, C)
+        change = tf.cast(values[node.arg_ids[0]], tf.float32) - tf.cast(reference, tf.float32)
         kernel = keras.ops.cast(layer.kernel, change.dtype)                       # (k, C, F)
         per_tap = tf.einsum("mwc,kcf->mwkf", change, kernel)                      # (M, w, k, F)
         tap = tf.gather(self._constants[("tap", node.index)], p)                  # (M, W, w)

@@ -3,7 +3,7 @@
 The plan (``plan.py``) says for every tensor whether a mutation leaves it at the reference,
 changes only a constant-width window, or changes it all; the program (``program.py``) holds the
 index tables that read windows from the reference cache and the two exact shortcuts
-(first-layer lookup, incremental dense); the emitter (``emit.py``) runs both as TensorFlow
+(incremental convolution, incremental dense); the emitter (``emit.py``) runs both as TensorFlow
 functions. Every layer's own arithmetic lives in its rule (``layer_rules.py``).
 """
 
@@ -34,7 +34,11 @@ class FastISM(ISMExecutor):
     Extra parameters
     ----------------
     first_layer_lookup : bool
-        Replace a linear first Conv1D by kernel-row lookups. Default is True.
+        Compute a Conv1D on the sequence input from kernel rows times the substitution's change
+        instead of convolving. Default is True.
+    incremental_conv : bool
+        Compute other Conv1D layers from the convolution of their input's change where that is
+        cheaper than convolving the affected window. Default is True.
     incremental_dense : bool
         Update a Dense after Flatten from the changed rows only. Default is True.
     xla : bool or "auto"
@@ -47,11 +51,13 @@ class FastISM(ISMExecutor):
 
     def __init__(self, model, start=0, end=None, substitutions=None, seq_input=0, check=True,
                  batch_size=None, safe_mode=True, skip_identity=True, compute_dtype="float32",
-                 first_layer_lookup=True, incremental_dense=True, xla="auto"):
+                 first_layer_lookup=True, incremental_conv=True, incremental_dense=True,
+                 xla="auto"):
         if xla not in (True, False, "auto"):
             raise MutationSpecError(f"xla must be True, False or 'auto', got {xla!r}")
         self.xla = xla
         self.options = {"first_layer_lookup": bool(first_layer_lookup),
+                        "incremental_conv": bool(incremental_conv),
                         "incremental_dense": bool(incremental_dense)}
         super().__init__(model, start=start, end=end, substitutions=substitutions,
                          seq_input=seq_input, batch_size=batch_size, safe_mode=safe_mode,

@@ -4,10 +4,15 @@ No TensorFlow here. From a ``Plan`` the ``Program`` decides, per node of the mut
 each input is read: the node's own recomputed window (``direct``), a window gathered from the
 padded reference cache with the recomputed part overlaid (a ``WindowRead`` with its (P, width)
 row tables), the whole reference tensor (``ref``) or the whole recomputed tensor (``full``).
-It also plans the two exact shortcuts:
+It also plans the exact shortcuts:
 
-* *first-layer lookup*: a Conv1D reading the sequence input changes its pre-activation output by
-  ``sum_i K[i] . (sub - ref)[tap i]``; a (P, W_out, w) tap table replaces the convolution;
+* *incremental convolution*: a convolution is linear before its activation, so
+  ``conv(x_mut) = conv(x_ref) + conv(x_mut - x_ref)``, and the change is non-zero only on the
+  input's recomputed window (``w_in`` positions). The changed outputs are the cached reference
+  pre-activation plus ``sum_i K[tap(j, i)] . change[i]``: (w_in, C_in) x (C_in, k * C_out) per
+  mutation and a gather of the taps, instead of a convolution over the ``W_out`` affected outputs.
+  It is used where it is cheaper (w_in < W_out). On a Conv1D reading the sequence input (w_in is
+  the substitution width) it is the *first-layer lookup*;
 * *incremental dense*: a Dense after a channels-last Flatten is linear before its activation, so
   ``W x_mut = W x_ref + W[window rows] (x_mut - x_ref)[window]``; positions are grouped so that
   all mutations of a call share the window, hence the weight rows.
@@ -68,7 +73,8 @@ class Program:
     keys : dict CacheKey -> padded length of a cached tensor (flattened to rows per sequence)
     full_refs : set of tensor ids cached whole
     reads : dict (node index | "out", argument position) -> WindowRead | "direct" | "ref" | "full"
-    lookup : dict node index -> (P, W_out, w) kernel tap table, -1 where none
+    incremental : dict node index -> (P, W_out, w_in) kernel tap linking each output of an
+        incrementally computed Conv1D to each position of its input's window, -1 where none
     pre_activation : dict node index -> WindowRead of the node's cached pre-activation output
     dense : dict node index -> (tensor id, WindowRead of its reference window)
     dense_starts : dict node index -> (G,) window start of each position group
@@ -77,19 +83,20 @@ class Program:
     position_groups : (P,) group id per position (mutations of a call share one), or None
     """
 
-    def __init__(self, plan, substitutions, first_layer_lookup=True, incremental_dense=True):
+    def __init__(self, plan, substitutions, first_layer_lookup=True, incremental_conv=True,
+                 incremental_dense=True):
         self.plan = plan
         self.graph = plan.graph
         self.substitutions = substitutions.astype(np.float32)
         self.keys, self.full_refs, self.reads = {}, set(), {}
-        self.lookup, self.pre_activation, self.dense, self.dense_starts = {}, {}, {}, {}
+        self.incremental, self.pre_activation, self.dense, self.dense_starts = {}, {}, {}, {}
         self.elided, self.tables = set(), {}
         self.position_groups = None
         consumers, producer = self.graph.consumers(), self.graph.producer()
         for node_plan in plan.nodes:
             if node_plan.state == REF:
                 continue
-            if first_layer_lookup and self._plan_lookup(node_plan):
+            if self._plan_incremental_conv(node_plan, first_layer_lookup, incremental_conv):
                 continue
             if incremental_dense and self._plan_incremental_dense(node_plan, consumers, producer):
                 continue
@@ -164,18 +171,24 @@ class Program:
         self.keys[key] = None
         return key
 
-    # -- first-layer lookup --------------------------------------------------------------------
+    # -- incremental convolution -------------------------------------------------------------
 
-    def _plan_lookup(self, node_plan):
+    def _plan_incremental_conv(self, node_plan, first_layer_lookup, incremental_conv):
         node, rule = node_plan.node, node_plan.rule
-        if not (node_plan.state == WIN and isinstance(rule, ConvRule)
-                and node.arg_ids == (self.plan.seq_id,)):
+        if not (node_plan.state == WIN and isinstance(rule, ConvRule)):
             return False
-        out = self.plan.tensors[node.out_ids[0]]
-        seq = self.plan.tensors[self.plan.seq_id]
-        self.lookup[node.index] = rule.taps(out.start, out.width, seq.start, seq.width)
-        self.reads[("seq_ref",)] = self._window_read(self.plan.seq_id, seq.start, seq.width,
-                                                     reference_only=True)
+        tid = node.arg_ids[0]
+        source, out = self.plan.tensors[tid], self.plan.tensors[node.out_ids[0]]
+        if source.state != WIN:
+            return False
+        if tid == self.plan.seq_id:
+            if not first_layer_lookup:
+                return False
+        elif not (incremental_conv and source.width < out.width):
+            return False
+        self.incremental[node.index] = rule.taps(out.start, out.width, source.start, source.width)
+        self.reads[("change", node.index)] = self._window_read(tid, source.start, source.width,
+                                                               reference_only=True)
         rows = (out.start[:, None] + np.arange(out.width)[None, :]).astype(np.int32)
         self.pre_activation[node.index] = WindowRead(self._pre_activation_key(node), out.length,
                                                      rows, None)

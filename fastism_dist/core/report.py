@@ -93,10 +93,12 @@ def _fast_macs(node_plan, program, graph, naive):
     node = node_plan.node
     if node_plan.state == REF or node.index in program.elided:
         return 0, ""
-    if node.index in program.lookup:
+    if node.index in program.incremental:
         kernel, channels, filters = node.op.kernel.shape
-        width = program.plan.tensors[program.plan.seq_id].width
-        return int(width * kernel * channels * filters), "first-layer lookup"
+        source = node.arg_ids[0]
+        width = program.plan.tensors[source].width
+        note = "first-layer lookup" if source == program.plan.seq_id else "incremental convolution"
+        return int(width * kernel * channels * filters), note
     if node.index in program.dense:
         tid, _ = program.dense[node.index]
         window = program.plan.tensors[tid].width * graph.shapes[tid][1]
