@@ -13,6 +13,7 @@ import contextlib
 import os
 import threading
 import time
+from functools import partial
 
 import numpy as np
 from distributed import WorkerPlugin, get_worker
@@ -110,10 +111,7 @@ class ISMWorkerPlugin(WorkerPlugin):
         run, spec = self.run, self.executor.spec
         t0 = time.perf_counter()
         x = np.asarray(run.source.read(np.arange(rows.start, rows.stop)), dtype=np.float32)
-        alt = None
-        if self.alt_alleles is not None:
-            def alt(ref):
-                return self.alt_alleles.outputs(x, rows, ref)
+        alt = None if self.alt_alleles is None else partial(self.alt_alleles.outputs, x, rows)
         sink = ChunkSink(run.output_plan, self.executor.output_names, self.writer, chunk_index,
                          dtype=run.dtype, alt=alt,
                          ref_base=reference_letters(x[:, spec.start:spec.end], run.bases))
