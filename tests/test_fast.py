@@ -277,3 +277,15 @@ def test_registered_rule_accelerates_a_user_layer():
     model = build()
     assert states(FastISM(model, check=False)) == ["win3"]
     _fast_vs_explicit(model, random_one_hot(2, 20, seed=5), check=True)
+
+
+def test_one_sequence_runs_full_calls_and_stays_exact(pooled_dense_case):
+    """With one sequence the window groups are small: calls merge neighbouring groups."""
+    model, x, want = pooled_dense_case
+    ism = FastISM(model, check=False, batch_size=64, xla=False)
+    positions = np.arange(ism.spec.n_positions)
+    calls = list(ism._batches(ism._plan_mutations(x[:1], positions), positions))
+    assert any(merged for (_, merged), _ in calls)
+    assert sum(len(rows) == 64 for _, rows in calls) >= 0.75 * len(calls)
+    got = ism(x[:1])
+    assert_close(got.ref + got.mut, [w[:1] for w in want])

@@ -118,7 +118,6 @@ def _roles():
         (L.MultiHeadAttention(2, 4), [(10, 4), (10, 4)], [(10, 4)], STOP),
         (MyCustomLayer(), [(10, 4)], [(10, 4)], STOP),
         (L.Conv1D(4, 3, padding="same", data_format="channels_first"), [(10, 4)], [(10, 4)], STOP),
-        (L.Conv1D(4, 3, padding="same", groups=2), [(10, 4)], [(10, 4)], STOP),
     ]
 
 
@@ -209,3 +208,26 @@ def test_shortcuts_used(build, incremental, dense):
 
     program = FastISM(build(), check=False).program
     assert (len(program.incremental), len(program.dense)) == (incremental, dense)
+
+
+def test_dense_groups_make_full_calls():
+    """Calls cover every mutation once, hold at most batch_size, span only groups whose windows
+    fit in the anchor's union window, and are full unless the next group does not fit."""
+    from fastism_dist.core.program import DenseGroups
+
+    starts = np.array([[0], [1], [2], [4], [5], [9], [10], [11], [12], [13]], dtype=np.int32)
+    dense = DenseGroups(nodes=[7], of_position=None, starts=starts, width=np.array([3]),
+                        union=np.array([6]), length=np.array([16]), position_starts=None,
+                        union_starts=None)
+    sizes = np.random.default_rng(0).integers(1, 40, len(starts))
+    groups = np.repeat(np.arange(len(starts)), sizes)
+    calls = list(dense.calls(groups, 32))
+    covered = np.concatenate([np.arange(len(groups))[rows] for _, _, rows in calls])
+    np.testing.assert_array_equal(covered, np.arange(len(groups)))
+    for (anchor, merged, rows), following in zip(calls, calls[1:] + [None]):
+        members = groups[rows]
+        assert 0 < len(members) <= 32 and members[0] == anchor
+        assert 0 <= (starts[members] - starts[anchor]).max() <= 3
+        assert merged == (len(np.unique(members)) > 1)
+        if following is not None and len(members) < 32:
+            assert starts[groups[following[2].start], 0] - starts[anchor, 0] > 3

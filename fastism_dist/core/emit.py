@@ -3,8 +3,9 @@
 * the **reference pass**: the model on the ``B`` reference sequences, keeping every cached
   tensor the mutation pass reads (padded the way the reading layer pads, flattened to
   (B * Lp, C) rows);
-* the **mutation pass** ``(cache, b, p, s, group)``: for ``M`` mutations (sequence b, position
-  index p, substitution s; each (M,) int32) of one position group, gathers each node's input
+* the **mutation pass** ``(cache, b, p, s, anchor, merged)``: for ``M`` mutations (sequence b,
+  position index p, substitution s; each (M,) int32) of one call (its incremental-dense window
+  group ``anchor``, ``merged`` when it spans several groups), gathers each node's input
   window from the cache by the program's index tables, overlays the recomputed window of the
   node before, lets the node's rule compute its output window, and continues; from the first
   stop on it runs the model's layers on whole tensors.
@@ -49,8 +50,11 @@ class Emitter:
                     consts[("rel", name)] = tf.constant(read.rel)
         for index, tap in program.incremental.items():
             consts[("tap", index)] = tf.constant(tap)
-        for index, starts in program.dense_starts.items():
-            consts[("dense_start", index)] = tf.constant(starts)
+        groups = program.groups
+        for k, index in enumerate(groups.nodes if groups else []):
+            consts[("dense_start", index)] = tf.constant(groups.starts[:, k])
+            consts[("union_start", index)] = tf.constant(groups.union_starts[k])
+            consts[("position_start", index)] = tf.constant(groups.position_starts[k])
         for index, tables in program.tables.items():
             for table_name, table in tables.items():
                 consts[("table", index, table_name)] = tf.constant(table)
@@ -89,7 +93,7 @@ class Emitter:
 
     # -- mutation pass -------------------------------------------------------------------------
 
-    def _mutation_pass(self, cache, b, p, s, group):
+    def _mutation_pass(self, cache, b, p, s, anchor, merged):
         import tensorflow as tf
 
         program = self.program
@@ -101,7 +105,7 @@ class Emitter:
             if node.index in program.incremental:
                 outs = [self._incremental_conv(node_plan, values, cache, b, p)]
             elif node.index in program.dense:
-                outs = [self._incremental_dense(node_plan, values, cache, b, p, group)]
+                outs = [self._incremental_dense(node_plan, values, cache, b, p, anchor, merged)]
             else:
                 inputs = [self._read((node.index, i), tid, values, cache, b, p)
                           for i, tid in enumerate(node.arg_ids)]
@@ -165,22 +169,34 @@ class Emitter:
         reference = self._gather_rows(("pre", node.index), read, cache, b, p)
         return layer.activation(tf.cast(reference, tf.float32) + delta)
 
-    def _incremental_dense(self, node_plan, values, cache, b, p, group):
-        """W x_mut + bias = cached (W x_ref + bias) + W[window rows] (x_mut - x_ref)[window]."""
+    def _incremental_dense(self, node_plan, values, cache, b, p, anchor, merged):
+        """W x_mut + bias = cached (W x_ref + bias) + W[window rows] (x_mut - x_ref)[window].
+
+        A merged call spans several window groups: each mutation's change is placed at its
+        offset inside the union window of the call's first group, which selects the rows.
+        """
         import keras
         import tensorflow as tf
 
         node = node_plan.node
         layer = node.op
         tid, read = self.program.dense[node.index]
-        tensor = self.plan.tensors[tid]
+        width, channels = self.plan.tensors[tid].width, self.graph.shapes[tid][1]
         reference_window = self._gather_rows(("dense", node.index), read, cache, b, p)
         change = tf.cast(values[tid], tf.float32) - tf.cast(reference_window, tf.float32)
-        channels = self.graph.shapes[tid][1]
-        start = tf.gather(self._constants[("dense_start", node.index)], group)
+        if merged:
+            union = int(self.program.groups.union[self.program.groups.nodes.index(node.index)])
+            start = tf.gather(self._constants[("union_start", node.index)], anchor)
+            shift = tf.gather(self._constants[("position_start", node.index)], p) - start
+            offset = tf.range(union)[None, :] - shift[:, None]                    # (M, U)
+            inside = (offset >= 0) & (offset < width)
+            change = tf.gather(change, tf.clip_by_value(offset, 0, width - 1), batch_dims=1)
+            change = tf.where(inside[..., None], change, 0.0)
+            width = union
+        else:
+            start = tf.gather(self._constants[("dense_start", node.index)], anchor)
         kernel = keras.ops.cast(layer.kernel, change.dtype)
-        rows = tf.slice(kernel, [start * channels, 0], [tensor.width * channels, kernel.shape[1]])
+        rows = tf.slice(kernel, [start * channels, 0], [width * channels, kernel.shape[1]])
         delta = tf.matmul(tf.reshape(change, [tf.shape(change)[0], -1]), rows)
         reference = tf.gather(cache[self.program.pre_activation[node.index].key.name], b)
         return layer.activation(tf.cast(reference, tf.float32) + delta)
-

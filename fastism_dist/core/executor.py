@@ -72,7 +72,8 @@ class ISMExecutor:
     ``_reference(x, others)`` returning the reference outputs and keeping whatever they cache, and
     ``_mutants(b, p, s, group)`` computing outputs for ``M`` mutations: sequence index ``b``,
     position index ``p`` (into ``spec.positions``) and substitution index ``s``, each (M,) int32;
-    ``group`` is the batch's group from ``_batches`` (executors that batch by group use it).
+    ``group`` is what ``_batches`` yields with the call (None by default; executors that
+    batch by group use it).
 
     Parameters
     ----------
@@ -163,7 +164,7 @@ class ISMExecutor:
     def _batches(self, triples, position_indices):
         """(group, rows) pairs: the (N, 3) mutations in calls of at most ``batch_size`` rows."""
         for lo in range(0, len(triples), self.batch_size):
-            yield 0, triples[lo:lo + self.batch_size]
+            yield None, triples[lo:lo + self.batch_size]
 
     def _padded(self, batch, position_indices):
         """Pad a batch to a fixed bucket size (few traced shapes); p becomes a spec index."""

@@ -42,9 +42,10 @@ class FastISM(ISMExecutor):
     incremental_dense : bool
         Update a Dense after Flatten from the changed rows only. Default is True.
     xla : bool or "auto"
-        Compile the mutation pass with XLA (``jit_compile=True``). "auto" times a batch with
-        and without XLA during the first run long enough to pay for it (at least
-        ``AUTO_XLA_MIN_BATCHES`` batches) and keeps the faster. Default is "auto".
+        Compile the mutation pass with XLA (``jit_compile=True``). "auto" times calls with and
+        without XLA once the executor has run ``AUTO_XLA_MIN_BATCHES`` batches (over one or
+        several calls, so repeated calls on one or two sequences are tuned too) and keeps the
+        faster. Default is "auto".
     """
 
     method = "fast"
@@ -73,6 +74,7 @@ class FastISM(ISMExecutor):
         self._reference_fn, self._mutation_fns = Emitter(self.program).compile()
         self._cache = None
         self._tuning = None
+        self._batches_seen = 0
 
     def _default_batch_size(self):
         per_mutation = max(self.program.bytes_per_mutation(), 1)
@@ -80,18 +82,19 @@ class FastISM(ISMExecutor):
         return int(np.clip(size // 16 * 16, 16, 1024))
 
     def _batches(self, triples, position_indices):
-        """Mutations sharing an incremental-dense window go together; else plain chunks."""
-        groups = self.program.position_groups
+        """Full calls of mutations sorted by their incremental-dense window group, if any.
+
+        The group passed on with each call is (anchor group, merged): see ``DenseGroups.calls``.
+        """
+        groups = self.program.groups
         if groups is None:
             yield from super()._batches(triples, position_indices)
             return
-        group = groups[np.asarray(position_indices)[triples[:, 1]]]
+        group = groups.of_position[np.asarray(position_indices)[triples[:, 1]]]
         order = np.argsort(group, kind="stable")
         triples, group = triples[order], group[order]
-        bounds = np.flatnonzero(np.diff(group)) + 1
-        for part in np.split(triples, bounds):
-            for lo in range(0, len(part), self.batch_size):
-                yield int(groups[position_indices[part[0, 1]]]), part[lo:lo + self.batch_size]
+        for anchor, merged, rows in groups.calls(group, self.batch_size):
+            yield (int(anchor), merged), triples[rows]
 
     def _reference(self, x, others):
         inputs = [x if o is None else o for o in others]
@@ -100,7 +103,8 @@ class FastISM(ISMExecutor):
         return [np.asarray(o, dtype=np.float32) for o in outputs]
 
     def _begin(self, n_batches):
-        if self.xla == "auto" and n_batches >= AUTO_XLA_MIN_BATCHES:
+        self._batches_seen += n_batches
+        if self.xla == "auto" and self._tuning is None and self._batches_seen >= AUTO_XLA_MIN_BATCHES:
             self._tuning = []
 
     def _mutants(self, b, p, s, group):
@@ -109,16 +113,18 @@ class FastISM(ISMExecutor):
         return self._tune_xla(b, p, s, group)
 
     def _call_mutation(self, xla, b, p, s, group):
-        group = np.asarray(group, dtype=np.int32)  # a tensor argument: no retrace per group
-        outs = self._mutation_fns[bool(xla)](self._cache, b, p, s, group)
+        anchor, merged = group if group is not None else (0, False)
+        anchor = np.asarray(anchor, dtype=np.int32)  # a tensor argument: no retrace per group
+        outs = self._mutation_fns[bool(xla)](self._cache, b, p, s, anchor, bool(merged))
         return [np.asarray(o, dtype=np.float32) for o in outs]
 
     def _tune_xla(self, b, p, s, group):
-        """Calls 0-1 without XLA (trace, then timed), 2-3 with (compile, then timed); then pick."""
+        """Calls 0-1 without XLA (trace, then timed), 2-3 with (compile, then timed); then keep
+        XLA if its time per row is under 0.9 of the plain one."""
         use_xla = len(self._tuning) >= 2
         started = time.perf_counter()
         outs = self._call_mutation(use_xla, b, p, s, group)
-        self._tuning.append(time.perf_counter() - started)
+        self._tuning.append((time.perf_counter() - started) / len(b))
         if len(self._tuning) == 4:
             self.xla = self._tuning[3] < 0.9 * self._tuning[1]
             self._tuning = None

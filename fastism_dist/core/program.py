@@ -14,8 +14,10 @@ It also plans the exact shortcuts:
   It is used where it is cheaper (w_in < W_out). On a Conv1D reading the sequence input (w_in is
   the substitution width) it is the *first-layer lookup*;
 * *incremental dense*: a Dense after a channels-last Flatten is linear before its activation, so
-  ``W x_mut = W x_ref + W[window rows] (x_mut - x_ref)[window]``; positions are grouped so that
-  all mutations of a call share the window, hence the weight rows.
+  ``W x_mut = W x_ref + W[window rows] (x_mut - x_ref)[window]``. Positions sharing the window
+  form a group; a call holds one group (the window's rows), or several neighbouring groups
+  whose windows fit in a union window of twice the width, so that every call is full even for
+  one sequence (``DenseGroups.calls``).
 """
 
 from __future__ import annotations
@@ -77,10 +79,9 @@ class Program:
         incrementally computed Conv1D to each position of its input's window, -1 where none
     pre_activation : dict node index -> WindowRead of the node's cached pre-activation output
     dense : dict node index -> (tensor id, WindowRead of its reference window)
-    dense_starts : dict node index -> (G,) window start of each position group
     elided : set of node indices not computed (only an incremental dense reads them)
     tables : dict node index -> {name: (P, width, ...)} constant tables of the node's rule
-    position_groups : (P,) group id per position (mutations of a call share one), or None
+    groups : DenseGroups of the incremental-dense windows, or None
     """
 
     def __init__(self, plan, substitutions, first_layer_lookup=True, incremental_conv=True,
@@ -89,9 +90,9 @@ class Program:
         self.graph = plan.graph
         self.substitutions = substitutions.astype(np.float32)
         self.keys, self.full_refs, self.reads = {}, set(), {}
-        self.incremental, self.pre_activation, self.dense, self.dense_starts = {}, {}, {}, {}
+        self.incremental, self.pre_activation, self.dense = {}, {}, {}
         self.elided, self.tables = set(), {}
-        self.position_groups = None
+        self.groups = None
         consumers, producer = self.graph.consumers(), self.graph.producer()
         for node_plan in plan.nodes:
             if node_plan.state == REF:
@@ -107,11 +108,8 @@ class Program:
         self.keys = {key: n for key, n in self.keys.items() if self._key_used(key)}
         for i, tid in enumerate(self.graph.output_ids):
             self.reads[("out", i)] = self._full_read(tid)
-        self._set_position_groups()
-
-    @property
-    def n_groups(self):
-        return 1 if self.position_groups is None else int(self.position_groups.max()) + 1
+        if self.dense:
+            self.groups = DenseGroups.of(self.plan, self.dense)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -225,16 +223,6 @@ class Program:
             self.elided.add(flat_node.index)
         return True
 
-    def _set_position_groups(self):
-        """Group positions so that equal ids share every incremental-dense window."""
-        if not self.dense:
-            return
-        starts = np.stack([self.plan.tensors[tid].start for tid, _ in self.dense.values()], axis=1)
-        unique, groups = np.unique(starts, axis=0, return_inverse=True)
-        self.position_groups = groups.reshape(-1)
-        for column, node_index in enumerate(self.dense):
-            self.dense_starts[node_index] = unique[:, column].astype(np.int32)
-
     # -- cost ----------------------------------------------------------------------------------
 
     def bytes_per_mutation(self):
@@ -252,3 +240,69 @@ class Program:
                 else:
                     total += per_position * (shape[0] or 1 if shape else 1)
         return 4 * total
+
+
+@dataclass
+class DenseGroups:
+    """Positions grouped by their incremental-dense windows, and calls built from the groups.
+
+    Attributes (D incremental Dense layers, G groups, P positions)
+    ----------
+    nodes : list of the D node indices
+    of_position : (P,) group id of each position
+    starts : (G, D) int32 window start of each group, groups sorted by start
+    width, union, length : (D,) window width, union window width (<= 2 * width) and the length
+        of the Dense layer's flattened input
+    position_starts : (D, P) int32 window start of each position
+    union_starts : (D, G) int32 start of the union window of a call anchored at each group
+    """
+
+    nodes: list
+    of_position: np.ndarray
+    starts: np.ndarray
+    width: np.ndarray
+    union: np.ndarray
+    length: np.ndarray
+    position_starts: np.ndarray
+    union_starts: np.ndarray
+
+    @classmethod
+    def of(cls, plan, dense):
+        tensors = [plan.tensors[tid] for tid, _ in dense.values()]
+        position_starts = np.stack([t.start for t in tensors]).astype(np.int32)
+        starts, of_position = np.unique(position_starts.T, axis=0, return_inverse=True)
+        width = np.array([t.width for t in tensors])
+        length = np.array([t.length for t in tensors])
+        union = np.minimum(2 * width, length)
+        union_starts = np.minimum(starts, length - union).T.astype(np.int32)
+        return cls(list(dense), of_position.reshape(-1), starts.astype(np.int32), width, union,
+                   length, position_starts, union_starts)
+
+    def calls(self, groups, batch_size):
+        """Split mutations sorted by ``groups`` (N,) into calls of at most ``batch_size``.
+
+        A call is full unless the next group's window no longer fits in the union window of the
+        call's first group. Yields (anchor group, merged, slice): ``merged`` is True when the
+        call spans several groups (and must use the union window).
+        """
+        bounds = np.flatnonzero(np.diff(groups)) + 1
+        begins, ends = np.r_[0, bounds], np.r_[bounds, len(groups)]
+        call_start, anchor, merged = 0, None, False
+        for begin, end in zip(begins, ends):
+            group = groups[begin]
+            if anchor is not None and not self._fits(anchor, group):
+                yield anchor, merged, slice(call_start, begin)
+                anchor = None
+            if anchor is None:
+                call_start, anchor, merged = begin, group, False
+            else:
+                merged = True
+            while end - call_start >= batch_size:
+                yield anchor, merged, slice(call_start, call_start + batch_size)
+                call_start, anchor, merged = call_start + batch_size, group, False
+        if anchor is not None and call_start < len(groups):
+            yield anchor, merged, slice(call_start, len(groups))
+
+    def _fits(self, anchor, group):
+        shift = self.starts[group] - self.starts[anchor]
+        return bool(np.all((shift >= 0) & (shift <= self.union - self.width)))
