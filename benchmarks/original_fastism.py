@@ -10,7 +10,7 @@ SPEC_JSON`` with ``TF_USE_LEGACY_KERAS=1``. ``SPEC_JSON`` holds:
   weights), ``x.npy`` (the sequences), ``ref.npz`` (Keras 3's outputs on them) and
   ``check.npz`` (``NaiveISM`` outputs on the first sequence at its first P positions);
 - ``mode``: ``"wrapped"`` runs the per-position model call of fastism in ``tf.function``
-  (``reduce_retracing``; as shipped it is one eager call per position, DESIGN §8), or
+  (``reduce_retracing``; as shipped it is one eager call per position), or
   ``"shipped"`` leaves the package as it is;
 - ``repeats``: timed repeats after one warm-up run.
 

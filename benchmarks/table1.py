@@ -413,7 +413,7 @@ def main(argv=None):
     parser.add_argument("--original-n-seqs", type=int, default=32,
                         help="sequences for the original fastISM, all in one call: it batches "
                              "over sequences only (one model call per position and base), so "
-                             "this is its batch size. Default 32 (DESIGN §8's configuration)")
+                             "this is its batch size. Default 32 (its fastest configuration on this CPU)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is kept)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="mutations per model call for naive/fast (default: the "

@@ -1,4 +1,4 @@
-"""Keras 3 builders for the reference architectures of the fastISM paper and DESIGN §9.
+"""Keras 3 builders for the reference architectures of the fastISM paper (Table 1 and long range).
 
 Every builder is a plain function returning an uncompiled Functional ``keras.Model`` with a
 channels-last input named ``"sequence"`` of shape (L, C); every size is an argument whose

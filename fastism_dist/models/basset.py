@@ -147,7 +147,7 @@ def basset(seq_len=1000, n_outputs=164, filters=(300, 200, 200), kernels=(19, 11
 
     As in the fastISM paper (Fig. 2) the convolutions use 'same' padding and the pools are
     valid with stride = pool size. At 1 kb the multiply-adds per sequence are then exactly
-    conv 22.8 M + 219.78 M + 23.24 M and dense 4 M + 1 M + 0.164 M (DESIGN §9). Each
+    conv 22.8 M + 219.78 M + 23.24 M and dense 4 M + 1 M + 0.164 M. Each
     convolution is linear, so the first op on the sequence is a linear Conv1D.
 
     Parameters
