@@ -8,7 +8,7 @@ import pytest
 
 from fastism_dist import outputs as rd
 from fastism_dist.errors import FastISMError
-from fastism_dist.outputs import reducers
+from fastism_dist.outputs import arrays
 
 B, W, S, L_OUT, T = 2, 3, 4, 10, 2
 
@@ -232,7 +232,7 @@ def test_blocks_of_mutants_give_the_whole_chunk_result(spec):
     whole = reducer.rows(np.broadcast_to(ref[:, None, None], mut.shape).reshape(-1, L_OUT, T),
                          mut.reshape(-1, L_OUT, T))
     for block in (1, 7 * L_OUT * T, 10 ** 9):  # one row, 7 rows (W * S = 12), everything
-        got = reducers.map_mutants(reducer.rows, ref, mut, block_elements=block)
+        got = arrays.map_mutants(reducer.rows, ref, mut, block_elements=block)
         np.testing.assert_array_equal(got, whole.reshape((B, W, S) + whole.shape[1:]))
 
 

@@ -3,23 +3,10 @@
 Other packages import these names from ``fastism_dist.outputs``; the modules inside may move.
 """
 
+from fastism_dist.outputs.arrays import (bin_sums, jsd, logsumexp, map_mutants, select_tasks,
+                                         softmax, task_indices, total_count)
 from fastism_dist.outputs.plan import OutputPlan, parse_tasks, plan_outputs
-from fastism_dist.outputs.reducers import (
-    REDUCERS,
-    Dim,
-    Reduced,
-    Reducer,
-    bin_sums,
-    get_reducer,
-    jsd,
-    logsumexp,
-    map_mutants,
-    parse_reduce,
-    select_tasks,
-    softmax,
-    task_indices,
-    total_count,
-)
+from fastism_dist.outputs.reducers import REDUCERS, Dim, Reduced, Reducer, get_reducer, parse_reduce
 
 __all__ = [
     "Dim",

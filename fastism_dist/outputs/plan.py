@@ -15,14 +15,8 @@ from functools import partial
 import numpy as np
 
 from fastism_dist.errors import FastISMError
-from fastism_dist.outputs.reducers import (
-    Dim,
-    Reduced,
-    check_chunk_shapes,
-    map_mutants,
-    parse_reduce,
-    task_indices,
-)
+from fastism_dist.outputs.arrays import map_mutants, task_indices
+from fastism_dist.outputs.reducers import Dim, Reduced, check_chunk_shapes, parse_reduce
 from fastism_dist.store import output_dims
 
 
