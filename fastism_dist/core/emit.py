@@ -158,13 +158,13 @@ class Emitter:
         reference = self._gather_rows(name, self.program.reads[name], cache, b, p)  # (M, w, C)
         change = tf.cast(values[node.arg_ids[0]], tf.float32) - tf.cast(reference, tf.float32)
         kernel = keras.ops.cast(layer.kernel, change.dtype)                       # (k, C, F)
-        per_tap = tf.einsum("mwc,kcf->mwkf", change, kernel)                      # (M, w, k, F)
-        tap = tf.gather(self._constants[("tap", node.index)], p)                  # (M, W, w)
-        taps = per_tap.shape[2]
-        flat = tf.reshape(per_tap, [tf.shape(per_tap)[0], -1, per_tap.shape[-1]])
-        index = tf.maximum(tap, 0) + taps * tf.range(tap.shape[-1])[None, None, :]
-        picked = tf.gather(flat, index, batch_dims=1)                             # (M, W, w, F)
-        delta = tf.reduce_sum(tf.where((tap >= 0)[..., None], picked, 0.0), axis=2)
+        per_tap = tf.einsum("mwc,kcf->mkwf", change, kernel)                      # (M, k, w, F)
+        taps, width = per_tap.shape[1], per_tap.shape[2]
+        index = tf.gather(self._constants[("tap", node.index)], p)                # (M, k, W)
+        flat = tf.reshape(per_tap, [tf.shape(per_tap)[0], taps * width, per_tap.shape[-1]])
+        offset = tf.maximum(index, 0) + width * tf.range(taps)[None, :, None]
+        picked = tf.gather(flat, offset, batch_dims=1)                            # (M, k, W, F)
+        delta = tf.reduce_sum(tf.where((index >= 0)[..., None], picked, 0.0), axis=1)
         read = self.program.pre_activation[node.index]
         reference = self._gather_rows(("pre", node.index), read, cache, b, p)
         return layer.activation(tf.cast(reference, tf.float32) + delta)

@@ -12,7 +12,8 @@ from typing import ClassVar
 import numpy as np
 
 from fastism_dist.core.rules import (Merge, PositionWise, Stop, Window, builtin,
-                                     channels_last_axis, clip_interval, same_padding)
+                                     channels_last_axis, clip_interval, layer_config,
+                                     rule_class_for, same_padding)
 
 _LAYERS = "keras.layers:"
 
@@ -142,12 +143,12 @@ class ConvRule(Window):
         return y + keras.ops.cast(layer.bias, "float32") if layer.use_bias else y
 
     def taps(self, out_start, out_width, in_start, in_width):
-        """(P, out_width, in_width) kernel tap linking each output to each input, -1 if none."""
-        j = out_start[:, None, None] + np.arange(out_width)[None, :, None]
-        pos = in_start[:, None, None] + np.arange(in_width)[None, None, :]
-        offset = pos - (self.stride * j - self.pad_left)
-        hit = (offset >= 0) & (offset % self.dilation == 0) & (offset // self.dilation < self.kernel)
-        return np.where(hit, offset // self.dilation, -1).astype(np.int32)
+        """(P, kernel, out_width) index into the input window [in_start, in_start + in_width)
+        that tap t of each output reads, -1 where it reads outside that window."""
+        j = out_start[:, None, None] + np.arange(out_width)[None, None, :]
+        tap = np.arange(self.kernel)[None, :, None]
+        index = self.stride * j - self.pad_left + self.dilation * tap - in_start[:, None, None]
+        return np.where((index >= 0) & (index < in_width), index, -1).astype(np.int32)
 
 
 def _pool_geometry(config, in_shapes):
@@ -336,12 +337,25 @@ class GlobalPoolRule(Stop):
 
 @builtin
 @dataclass(frozen=True)
-class ReshapeRule(Stop):
-    accepts: ClassVar[tuple] = _layers("Reshape", "Permute")
+class ReshapeRule(Window):
+    """Reshape: the identity where the output shape is the input's (L, C), else a stop.
+
+    A reshape keeps the row-major order of the entries, so an unchanged (L, C) shape leaves
+    every entry in place; any other shape moves channels between positions.
+    """
+
+    accepts: ClassVar[tuple] = _layers("Reshape")
+    stop_reason: ClassVar[str] = "reshapes across positions (output is not (length, channels))"
 
     @classmethod
     def from_config(cls, config, in_shapes, out_shapes):
-        return cls(reason="reshapes across positions")
+        if tuple(out_shapes[0]) != tuple(in_shapes[0]):
+            return Stop(reason=f"reshapes across positions ({tuple(in_shapes[0])} to "
+                               f"{tuple(out_shapes[0])})")
+        return cls()
+
+    def apply(self, node, graph, inputs, tables):
+        return [inputs[0]]
 
 
 @builtin
@@ -365,3 +379,66 @@ class AttentionRule(Stop):
         projections += value[0] * value[-1] * heads * value_dim
         attention = heads * lq * lk * (key_dim + value_dim)
         return int(projections + attention + lq * heads * value_dim * out_shapes[0][-1])
+
+
+# --------------------------------------------------------------------------- more position-wise
+
+
+@builtin
+@dataclass(frozen=True)
+class PermuteRule(Window):
+    """Permute((1, 2)) is the identity; any other order moves the length axis: a stop."""
+
+    accepts: ClassVar[tuple] = _layers("Permute")
+    stop_reason: ClassVar[str] = "permutes the length axis"
+
+    @classmethod
+    def from_config(cls, config, in_shapes, out_shapes):
+        if tuple(config["dims"]) != (1, 2):
+            return Stop(reason=f"permutes the length axis (dims {tuple(config['dims'])})")
+        return cls()
+
+    def apply(self, node, graph, inputs, tables):
+        return [inputs[0]]
+
+
+def _row_wise_refusal(layer):
+    """None if ``layer`` maps each row of a (batch, C) input alone, else why it may not.
+
+    Element-wise layers, Dense (x W + b) and PReLU (its alpha never spans the batch axis) are
+    row-wise on any (batch, C) input; Softmax and the normalisations are where their axis is
+    the channel axis of a rank-2 input. Other layers, user rules included, are not trusted.
+    """
+    rule_class = rule_class_for(layer)
+    name = type(layer).__name__
+    if rule_class in (Elementwise, DenseRule, PReLURule):
+        return None
+    if rule_class is ChannelAxis:
+        axis = layer_config(layer).get("axis", -1)
+        return None if channels_last_axis(axis, rank=2) else f"wraps {name} over axis {axis}"
+    return f"wraps {name}, not a layer known to act on each position's channels alone"
+
+
+@builtin
+@dataclass(frozen=True)
+class TimeDistributedRule(PositionWise):
+    """TimeDistributed(layer) on (L, C): position-wise when the wrapped layer is row-wise.
+
+    TimeDistributed calls the wrapped layer on input[:, i], shape (batch, C), for each position
+    i and stacks the results, so output[:, i] is that layer of input[:, i] alone; output[b, i]
+    depends on input[b, i] only when the layer maps each row of its input alone.
+    """
+
+    accepts: ClassVar[tuple] = _layers("TimeDistributed")
+
+    @classmethod
+    def from_node(cls, node, in_shapes, out_shapes):
+        refusal = _row_wise_refusal(node.op.layer)
+        return Stop(reason=refusal) if refusal else cls()
+
+    @staticmethod
+    def naive_macs(layer, in_shapes, out_shapes):
+        """The wrapped layer's count on (L, C), where its rule has one (Dense: L * C * units)."""
+        inner_class = rule_class_for(layer.layer)
+        return 0 if inner_class is None else inner_class.naive_macs(layer.layer, in_shapes,
+                                                                    out_shapes)

@@ -75,8 +75,8 @@ class Program:
     keys : dict CacheKey -> padded length of a cached tensor (flattened to rows per sequence)
     full_refs : set of tensor ids cached whole
     reads : dict (node index | "out", argument position) -> WindowRead | "direct" | "ref" | "full"
-    incremental : dict node index -> (P, W_out, w_in) kernel tap linking each output of an
-        incrementally computed Conv1D to each position of its input's window, -1 where none
+    incremental : dict node index -> (P, k, W_out) index into its input's window that tap t of
+        each output of an incrementally computed Conv1D reads, -1 where it reads outside it
     pre_activation : dict node index -> WindowRead of the node's cached pre-activation output
     dense : dict node index -> (tensor id, WindowRead of its reference window)
     elided : set of node indices not computed (only an incremental dense reads them)
@@ -239,6 +239,10 @@ class Program:
                     total += tensor.width * per_position
                 else:
                     total += per_position * (shape[0] or 1 if shape else 1)
+        for index, taps in self.incremental.items():  # per-tap products and their gather
+            source = self.plan.tensors[self.graph.nodes[index].arg_ids[0]]
+            filters = self.graph.shapes[self.graph.nodes[index].out_ids[0]][-1]
+            total += 2 * taps.shape[1] * (source.width + taps.shape[2]) * filters
         return 4 * total
 
 
