@@ -13,6 +13,7 @@ import os
 import sys
 
 from fastism_dist.errors import FastISMError
+from fastism_dist.export import add_export_parser, run_export
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -255,6 +256,7 @@ COMMANDS = [
     ("inspect", add_inspect_parser, run_inspect),
     ("plot", add_plot_parser, run_plot),
     ("demo", add_demo_parser, run_demo),
+    ("export", add_export_parser, run_export),
 ]
 
 

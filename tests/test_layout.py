@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "fastism_dist"
 # A package may import fastism_dist.errors and the packages before it in this order.
-ORDER = ["core", "io", "store", "outputs", "distributed", "analysis"]
+ORDER = ["core", "io", "store", "outputs", "distributed", "analysis", "export"]
 TOP_LEVEL = {"cli", "demo"}  # may import anything
 MAX_LINES = 500
 
