@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastism_dist.core import layer_rules, op_rules  # noqa: F401 - register the built-in rules
+from fastism_dist.core import conv_rules, layer_rules, op_rules  # noqa: F401 - register the built-in rules
 from fastism_dist.core.rules import MERGE, POSITION_WISE, STOP, Rule, clip_interval, rule_for
 
 REF = "ref"
