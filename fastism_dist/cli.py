@@ -301,7 +301,7 @@ def main(argv=None):
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
-    if args.command != "plot":
+    if args.command not in ("plot", "export"):
         _import_tensorflow_quietly()
     try:
         return args._run(args) or 0
