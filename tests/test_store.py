@@ -1,7 +1,10 @@
 """The Zarr store: schema, chunk-aligned region writes, the done mask, parameter checks."""
 
 import json
+import os
+import shutil
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -325,3 +328,86 @@ def test_paths_and_urls(tmp_path):
     assert store.store_path("s3://bucket/run.zarr") == "s3://bucket/run.zarr"
     assert store.store_state(f"file://{path}") == "store"
     assert store.read_chunk_size(path) == 2 and store.read_params(path) == {"start": 3, "end": 7}
+
+
+def test_a_template_appears_whole_and_leaves_nothing_beside_it(tmp_path):
+    path = _template(str(tmp_path / "s.zarr"))
+    assert store.store_state(path) == "store" and os.listdir(tmp_path) == ["s.zarr"]
+    store.write_chunk(path, 0, *_chunk_data(2, 1.0))
+    store.create_template(path, ids=["a"], positions=[0], bases=list("ACGT"), outputs={"y": ()},
+                          params={}, model_sha256="x", chunk_size=1, overwrite=True, run_id="r2")
+    assert os.listdir(tmp_path) == ["s.zarr"]
+    assert store.stored_run_id(path) == "r2" and not store.done_mask(path).any()
+    with pytest.raises(StoreMismatchError, match="already exists"):
+        _template(path)
+
+
+def test_a_template_missing_an_array_is_incomplete(tmp_path):
+    path = _template(str(tmp_path / "s.zarr"))
+    shutil.rmtree(os.path.join(path, "done"))
+    assert store.store_state(path) == "incomplete"
+    with pytest.raises(StoreMismatchError, match="template was never completed"):
+        store.check_params(path, {"start": 3, "end": 7})
+    path = _template(str(tmp_path / "t.zarr"))
+    shutil.rmtree(os.path.join(path, "profile_ref"))
+    assert store.store_state(path) == "incomplete"
+
+
+def _files(path):
+    return {os.path.relpath(os.path.join(root, name), path): open(os.path.join(root, name), "rb").read()
+            for root, _, names in os.walk(path) for name in names}
+
+
+def test_a_writer_refuses_a_store_replaced_under_it(tmp_path):
+    path = store.create_template(str(tmp_path / "s.zarr"), ids=[f"s{i}" for i in range(N)],
+                                 positions=np.arange(W), bases=list("ACGT"),
+                                 outputs={"y": (3,), "profile": (6, 2)}, params={},
+                                 model_sha256="x", chunk_size=2, run_id="first")
+    writer = store.open_writer(path)
+    assert writer.run_id == "first"
+    writer.write_chunk(0, *_chunk_data(2, 1.0))
+    new = _template(str(tmp_path / "new.zarr"))  # no run id
+    store.replace_store(new, path)
+    before = _files(path)
+    with pytest.raises(store.StoreReplacedError, match=r"s\.zarr was replaced by another run "
+                       r"while run first was writing it .*; chunk 1 was not written"):
+        writer.write_chunk(1, *_chunk_data(2, 2.0))
+    assert _files(path) == before and sorted(os.listdir(tmp_path)) == ["s.zarr"]
+    shutil.rmtree(path)
+    with pytest.raises(store.StoreReplacedError, match="chunk 2 was not written"):
+        writer.write_chunk(2, *_chunk_data(1, 2.0))
+    assert not os.path.exists(path)
+
+
+def test_a_writer_for_another_run_writes_nothing(tmp_path):
+    path = _template(str(tmp_path / "s.zarr"))
+    with pytest.raises(store.StoreReplacedError, match="replaced by another run while run other"):
+        store.open_writer(path, run_id="other").write_chunk(0, *_chunk_data(2, 1.0))
+    assert not store.done_mask(path).any()
+    store.create_template(path, ids=["a"], positions=[0], bases=list("ACGT"), outputs={"y": ()},
+                          params={}, model_sha256="x", chunk_size=1, overwrite=True, run_id="b")
+    with pytest.raises(store.StoreReplacedError, match=r"\(now run b\) while run other"):
+        store.open_writer(path, run_id="other").write_chunk(0, {"y": np.ones(1)}, {"y": np.ones((1, 1, 4))})
+
+
+def test_replacing_waits_for_the_chunk_being_written(tmp_path):
+    path = _template(str(tmp_path / "s.zarr"))
+    new = _template(str(tmp_path / "new.zarr"))
+    writing, release = threading.Event(), threading.Event()
+
+    def write():
+        with store.owned(path, None):
+            writing.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert writing.wait(10)
+    replacer = threading.Thread(target=store.replace_store, args=(new, path))
+    replacer.start()
+    time.sleep(0.3)
+    assert replacer.is_alive() and os.path.isdir(new)  # waiting for the write in progress
+    release.set()
+    writer.join(10)
+    replacer.join(10)
+    assert not replacer.is_alive() and sorted(os.listdir(tmp_path)) == ["s.zarr"]

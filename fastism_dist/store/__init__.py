@@ -1,8 +1,18 @@
-"""The Zarr store of an ISM run: its schema, the writer the workers use, the readers.
+"""The Zarr store of an ISM run: its schema, the writer the workers use, the readers, and the
+fence that keeps one run's chunks out of another run's store.
 
 Other packages import these names from ``fastism_dist.store``; the modules inside may move.
 """
 
+from fastism_dist.store.fence import (
+    StoreReplacedError,
+    is_url,
+    owned,
+    replace_store,
+    staged_stores,
+    staging_path,
+    stored_run_id,
+)
 from fastism_dist.store.reader import (
     check_params,
     chunk_plan,
@@ -24,6 +34,7 @@ from fastism_dist.store.schema import (
     ATTR_MODEL_SHA256,
     ATTR_OUTPUTS,
     ATTR_PARAMS,
+    ATTR_RUN_ID,
     ATTR_VERSION,
     BASE,
     CHROM,
@@ -40,11 +51,15 @@ from fastism_dist.store.schema import (
     REF_BASE,
     REF_SUFFIX,
     RESERVED_NAMES,
+    RETIRED_SUFFIX,
+    ROOT_METADATA,
     SEQ,
     SEQ_COORDS,
     START,
+    STAGING_SUFFIX,
     STRAND,
     STRING_DTYPE,
+    TEMPLATE_SUFFIX,
     VARIANT_COORDS,
     VARIANT_ID,
     VARIANT_POS,
@@ -69,9 +84,12 @@ __all__ = [
     "ALT_ALLELE", "VARIANT_ID", "SEQ_COORDS", "PAD_COORDS", "VARIANT_COORDS", "PER_SEQ_COORDS", "RESERVED_NAMES", "DTYPES",
     "STRING_DTYPE",
     "ATTR_VERSION", "ATTR_MODEL_SHA256", "ATTR_PARAMS", "ATTR_OUTPUTS", "ATTR_CHUNK_SIZE",
-    "ATTR_ALT", "ATTR_ALT_NOTE",
+    "ATTR_ALT", "ATTR_ALT_NOTE", "ATTR_RUN_ID", "ROOT_METADATA", "TEMPLATE_SUFFIX",
+    "STAGING_SUFFIX", "RETIRED_SUFFIX",
     "output_dims", "ref_name", "alt_name", "output_variables", "reserved_names", "n_chunks",
     "store_path", "open_group", "store_state", "read_params", "read_chunk_size",
     "normalise_params", "check_params", "chunk_plan", "done_mask", "open_results",
     "create_template", "StoreWriter", "open_writer", "write_chunk", "write_region",
+    "StoreReplacedError", "is_url", "owned", "replace_store", "staged_stores", "staging_path",
+    "stored_run_id",
 ]

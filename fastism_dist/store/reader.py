@@ -11,7 +11,9 @@ from fastism_dist.store.schema import (
     ATTR_CHUNK_SIZE,
     ATTR_OUTPUTS,
     ATTR_PARAMS,
+    BASE,
     DONE,
+    POS,
     REF_BASE,
     SEQ,
     alt_name,
@@ -21,6 +23,7 @@ from fastism_dist.store.schema import (
 
 _STATE_PROBLEMS = {
     "absent": "does not exist",
+    "incomplete": "is a fastism_dist store whose template was never completed",
     "zarr": "is a Zarr store not written by fastism_dist",
     "other": "exists and is not a Zarr store",
 }
@@ -48,9 +51,11 @@ def open_group(path, mode="r"):
 
 
 def store_state(path):
-    """``"absent"``, ``"store"`` (a fastism_dist store), ``"zarr"`` (another Zarr group) or ``"other"``.
+    """What is at ``path``: ``"absent"``, ``"store"``, ``"incomplete"``, ``"zarr"`` or ``"other"``.
 
-    ``"other"`` is an existing local path that is not a Zarr group: never overwritten.
+    ``"store"`` is a fastism_dist store; ``"incomplete"`` one whose template lacks some of its
+    arrays (its creation was killed; it holds no results); ``"zarr"`` another Zarr group;
+    ``"other"`` an existing local path that is not a Zarr group: never overwritten.
     """
     path = store_path(path)
     remote = "://" in path
@@ -64,7 +69,23 @@ def store_state(path):
         if remote:
             return "absent"
         return "other" if os.listdir(path) else "absent"
-    return "store" if ATTR_PARAMS in group.attrs else "zarr"
+    if ATTR_PARAMS not in group.attrs:
+        return "zarr"
+    return "store" if _complete(group) else "incomplete"
+
+
+def _complete(group):
+    """True if every array a store's template creates is there."""
+    try:
+        outputs = stored_outputs(group)
+    except KeyError:
+        return False
+    alt = bool(group.attrs.get(ATTR_ALT, False))
+    names = [SEQ, POS, BASE, DONE, REF_BASE]
+    for name in outputs:
+        names.extend([name, ref_name(name)] + ([alt_name(name)] if alt else []))
+    members = set(group.array_keys())
+    return all(name in members for name in names)
 
 
 def read_params(path):

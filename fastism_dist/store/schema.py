@@ -12,7 +12,8 @@ One store holds one run. For a model output ``o`` of per-sequence shape ``out``:
                (seq,) for VCF inputs, ref_base (seq, pos); labels of an output's own
                dimensions where known (task names, reducer bins)
     attrs      fastism_dist_version, model_sha256, params (JSON), outputs, chunk_size, alt
-               (True when ``o_alt`` variables exist), alt_note (VCF inputs)
+               (True when ``o_alt`` variables exist), alt_note (VCF inputs), run_id (the run
+               that created the store: only that run's writers write into it)
 
 An output's own dimensions ``o_dims`` are ``o_dim_0, o_dim_1, ...`` unless a reducer renames or
 relabels them.
@@ -56,6 +57,15 @@ ATTR_OUTPUTS = "outputs"
 ATTR_CHUNK_SIZE = "chunk_size"
 ATTR_ALT = "alt"
 ATTR_ALT_NOTE = "alt_note"
+ATTR_RUN_ID = "run_id"
+
+#: The root group's metadata file in a Zarr v3 directory store (its attributes live there).
+ROOT_METADATA = "zarr.json"
+#: Siblings of a store ``<out>``: a template being written, the new store of an ``--overwrite``
+#: run (swapped in when that run succeeds) and the replaced store on its way out.
+TEMPLATE_SUFFIX = ".fastism-tmp-"
+STAGING_SUFFIX = ".fastism-new-"
+RETIRED_SUFFIX = ".fastism-old-"
 
 STRING_DTYPE = np.dtypes.StringDType()
 

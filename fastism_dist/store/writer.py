@@ -1,9 +1,12 @@
 """Writing a store: the template, chunk-aligned region writes and the ``done`` flags.
 
 ``create_template`` writes every coordinate, attribute and (empty, NaN-filled) variable before
-any task runs. Each task then writes the one chunk of sequences it owns: every per-sequence
-variable's region of that chunk, and finally ``done[chunk] = 1``. Chunks never overlap, so no two
-tasks write one Zarr chunk and no locks are needed; a region that is not chunk-aligned is refused.
+any task runs. A local template is written in a sibling directory and renamed into place, so a
+run killed meanwhile leaves no half-made store at the path. Each task then writes the one chunk
+of sequences it owns: every per-sequence variable's region of that chunk, and finally
+``done[chunk] = 1``. Chunks never overlap, so no two tasks write one Zarr chunk; a region that
+is not chunk-aligned is refused. A chunk is written only while the store at the path is still
+the one its run created (``fence.owned``).
 
 A worker opens the store once with :func:`open_writer` and reuses the :class:`StoreWriter` for
 every chunk it writes; :func:`write_chunk` and :func:`write_region` open it for one write.
@@ -13,11 +16,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 import warnings
 
 import numpy as np
 
 from fastism_dist import __version__
+from fastism_dist.errors import StoreMismatchError
+from fastism_dist.store.fence import is_url, owned, replace_store
 from fastism_dist.store.reader import (
     chunk_slices,
     normalise_params,
@@ -32,6 +39,7 @@ from fastism_dist.store.schema import (
     ATTR_MODEL_SHA256,
     ATTR_OUTPUTS,
     ATTR_PARAMS,
+    ATTR_RUN_ID,
     ATTR_VERSION,
     BASE,
     CHUNK,
@@ -43,6 +51,7 @@ from fastism_dist.store.schema import (
     REF_BASE,
     SEQ,
     STRING_DTYPE,
+    TEMPLATE_SUFFIX,
     alt_name,
     n_chunks,
     output_dims,
@@ -53,7 +62,7 @@ from fastism_dist.store.schema import (
 
 def create_template(path, *, ids, positions, bases, outputs, params, model_sha256, chunk_size,
                     coords=None, dtype="float32", overwrite=False, dims=None, alt=False,
-                    attrs=None):
+                    attrs=None, run_id=None):
     """Write the store's metadata, coordinates and empty variables; no data chunks.
 
     Parameters
@@ -91,6 +100,8 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
         Also create ``o_alt`` (seq, *o_dims) for every output (VCF inputs). Default is False.
     attrs : dict, optional
         Extra JSON-able attributes of the store.
+    run_id : str, optional
+        The run that owns the store (``attrs["run_id"]``): only its writers write chunks.
 
     Returns
     -------
@@ -123,14 +134,45 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
     coord_vars.update(dim_coords)
     encoding[REF_BASE] = {"chunks": (rows, len(positions))}
     all_attrs = _template_attrs(outputs, params, model_sha256, chunk_size, alt, attrs or {})
+    if run_id is not None:
+        all_attrs[ATTR_RUN_ID] = str(run_id)
     ds = xr.Dataset(data_vars, coords=coord_vars, attrs=all_attrs)
+    if is_url(path):
+        _write_metadata(ds, path, encoding, "w" if overwrite else "w-")
+        return path
+    if not overwrite and os.path.isdir(path) and os.listdir(path):
+        raise StoreMismatchError(f"{path} already exists; pass overwrite=True to replace it")
+    template = f"{path}{TEMPLATE_SUFFIX}{run_id or uuid.uuid4().hex[:12]}"
+    try:
+        _write_metadata(ds, template, encoding, "w-")
+        _install(template, path, overwrite)
+    except BaseException:  # an error or Ctrl-C: the half-made template goes, then re-raise
+        shutil.rmtree(template, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_metadata(ds, path, encoding, mode):
     with warnings.catch_warnings():
         # xarray consolidates the metadata, which zarr v3 calls "not part of the specification";
         # consolidated metadata is what lets xr.open_zarr(STORE) open the store without warnings.
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        ds.to_zarr(path, mode="w" if overwrite else "w-", compute=False, encoding=encoding,
-                   zarr_format=3)
-    return path
+        ds.to_zarr(path, mode=mode, compute=False, encoding=encoding, zarr_format=3)
+
+
+def _install(template, path, overwrite):
+    """Rename the complete ``template`` to ``path`` (replacing what is there with ``overwrite``)."""
+    if overwrite and os.path.lexists(path):
+        replace_store(template, path)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.rename(template, path)  # replaces an empty directory, never a non-empty one
+    except OSError as err:
+        if not os.path.isdir(path) or not os.listdir(path):
+            raise
+        raise StoreMismatchError(f"{path} was created by another run at the same moment; rerun "
+                                 "to resume it") from err
 
 
 def _lazy_full(shape, value, dtype, chunks):
@@ -250,20 +292,24 @@ def _template_attrs(outputs, params, model_sha256, chunk_size, alt, extra):
 class StoreWriter:
     """An open store that writes whole chunks of sequences; open it once and reuse it.
 
-    Reads the store's layout and chunk plan once (:func:`open_writer`). The writer holds no
-    lock: tasks writing different chunks, in threads or processes, never share a Zarr chunk.
-    A template re-created at the same path (``overwrite``) needs a new writer.
+    Reads the store's layout and chunk plan once (:func:`open_writer`). Tasks writing different
+    chunks, in threads or processes, never share a Zarr chunk. A chunk is written only while
+    the store at ``path`` carries the writer's run id: a store replaced meanwhile (another run's
+    ``--overwrite``) is refused with ``StoreReplacedError`` and needs a new writer.
 
     Attributes
     ----------
     path : str
+    run_id : str or None
+        The run id the store must carry (default: the one it carries when opened).
     outputs : list of str
         The stored output names.
     n_chunks : int
     """
 
-    def __init__(self, group, path):
+    def __init__(self, group, path, run_id=None):
         self.path = path
+        self.run_id = group.attrs.get(ATTR_RUN_ID) if run_id is None else str(run_id)
         self._group = group
         self._slices = chunk_slices(group, path)
         self._arrays = seq_arrays(group)
@@ -299,9 +345,15 @@ class StoreWriter:
         alt : dict, optional
             Output name -> ndarray of shape (B, *out): the output with the ALT allele. Required
             when the store has ``o_alt`` variables.
+
+        Raises
+        ------
+        StoreReplacedError
+            The store at the path is not this writer's run's any more; nothing was written.
         """
-        self.write_rows(self.chunk_rows(chunk_index), ref, mut, ref_base, alt)
-        self._done[chunk_index] = 1
+        with owned(self.path, self.run_id, f"chunk {chunk_index}"):
+            self.write_rows(self.chunk_rows(chunk_index), ref, mut, ref_base, alt)
+            self._done[chunk_index] = 1
 
     def write_rows(self, rows, ref, mut, ref_base=None, alt=None):
         """Write ``seq[rows]`` of every per-sequence variable; ``done`` is left as it is.
@@ -350,8 +402,15 @@ class StoreWriter:
         return values
 
 
-def open_writer(path):
+def open_writer(path, run_id=None):
     """Open the store at ``path`` for writing chunks.
+
+    Parameters
+    ----------
+    path : str
+    run_id : str, optional
+        The run that writes: its chunks are refused once the store at ``path`` carries another
+        run id. Default is the run id the store carries now.
 
     Returns
     -------
@@ -359,7 +418,7 @@ def open_writer(path):
         Raises ``ValueError`` when the store's arrays are not chunked as its ``chunk_size`` says.
     """
     path = store_path(path)
-    return StoreWriter(open_group(path, "r+"), path)
+    return StoreWriter(open_group(path, "r+"), path, run_id)
 
 
 def write_chunk(path, chunk_index, ref, mut, ref_base=None, alt=None):
