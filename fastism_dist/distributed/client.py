@@ -15,7 +15,7 @@ from distributed import as_completed
 from fastism_dist.distributed.cluster import dashboard_link, n_workers
 from fastism_dist.distributed.plugin import ISMWorkerPlugin, score_chunk
 from fastism_dist.distributed.progress import ChunkProgress
-from fastism_dist.distributed.run import write_template
+from fastism_dist.distributed.run import discard_unstarted, publish, write_template
 from fastism_dist.distributed.summary import RunTotals, ScoreSummary
 from fastism_dist.errors import FastISMError
 from fastism_dist.store import chunk_plan, done_mask
@@ -35,7 +35,8 @@ def execute(cli, run, where, retries, progress=True):
     """Score the run's pending chunks on a connected client.
 
     Writes the template of a new store, registers the run's plugin (which loads the model on
-    every worker), runs one task per chunk not yet done and unregisters the plugin.
+    every worker), runs one task per chunk not yet done and unregisters the plugin. A run
+    replacing a store swaps its new one in at the end, once every chunk is done.
 
     Parameters
     ----------
@@ -59,10 +60,37 @@ def execute(cli, run, where, retries, progress=True):
         print(f"fastism-dist: scoring {run.n_sequences} sequences on {workers} worker(s) "
               f"({where})", flush=True)
         print(f"dashboard: {link or 'not available (install bokeh)'}", flush=True)
-    if not run.resume:
+    if not run.resume and not run.staged:
         write_template(run)
-    plan = chunk_plan(run.out)
-    done = done_mask(run.out)
+    try:
+        plan, pending, totals, compute_s, setup_s = _score_pending(cli, run, retries, progress)
+        publish(run)
+    except BaseException:  # an error or Ctrl-C: a replacing run's empty new store goes
+        with contextlib.suppress(OSError):
+            discard_unstarted(run)
+        raise
+    return ScoreSummary(
+        store=run.out, n_sequences=run.n_sequences, n_chunks=len(plan),
+        chunks_run=totals.chunks, chunks_skipped=len(plan) - len(pending),
+        mutations=totals.mutations, wall_s=0.0, compute_s=compute_s, n_workers=workers,
+        setup_s=setup_s, dashboard_link=link, per_worker=totals.per_worker, tasks=totals.tasks,
+        chunk_size=run.chunk_size,
+    )
+
+
+def _score_pending(cli, run, retries, progress):
+    """Register the run's plugin, score every chunk of ``run.target`` not done, unregister.
+
+    Returns
+    -------
+    plan, pending : list of (int, slice)
+        All chunks of the store, and those scored now.
+    totals : RunTotals
+    compute_s, setup_s : float
+        Seconds scoring, and registering the plugin (loading the model on every worker).
+    """
+    plan = chunk_plan(run.target)
+    done = done_mask(run.target)
     pending = [(i, rows) for i, rows in plan if not done[i]]
     plugin = ISMWorkerPlugin(run)
     t_setup = time.perf_counter()
@@ -74,13 +102,7 @@ def execute(cli, run, where, retries, progress=True):
     finally:
         with contextlib.suppress(*CLEANUP_ERRORS):
             cli.unregister_worker_plugin(plugin.name)
-    return ScoreSummary(
-        store=run.out, n_sequences=run.n_sequences, n_chunks=len(plan),
-        chunks_run=totals.chunks, chunks_skipped=len(plan) - len(pending),
-        mutations=totals.mutations, wall_s=0.0, compute_s=compute_s, n_workers=workers,
-        setup_s=setup_s, dashboard_link=link, per_worker=totals.per_worker, tasks=totals.tasks,
-        chunk_size=run.chunk_size,
-    )
+    return plan, pending, totals, compute_s, setup_s
 
 
 def run_chunks(cli, plugin_name, run_id, pending, retries, total, progress=True):

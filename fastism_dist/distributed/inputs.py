@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from fastism_dist.distributed.hashes import file_sha256, strings_sha256
+from fastism_dist.distributed.hashes import file_fingerprint, strings_sha256
 from fastism_dist.errors import InputError
 from fastism_dist.io import open_sequences
 from fastism_dist.store import store_path
@@ -57,12 +57,33 @@ def _input_path(input):
     return None if path is None else os.fspath(path)
 
 
-def input_sha256(input):
-    """SHA-256 of the input file; None for a URL or a source without a local file."""
-    path = _input_path(input)
-    if path is None or "://" in path or not os.path.isfile(path):
+def local_fingerprint(path):
+    """``file_fingerprint`` of a local file; None for a URL, a missing file or no path."""
+    if path is None:
         return None
-    return file_sha256(path)
+    path = store_path(path)
+    if "://" in path or not os.path.isfile(path):
+        return None
+    return file_fingerprint(path)
+
+
+def index_fingerprint(genome):
+    """The fingerprints of a genome's ``.fai`` (and bgzip ``.gzi``) index beside it, if any.
+
+    Returns
+    -------
+    str or None
+        ``"fai=<fingerprint>"``, with ``" gzi=<fingerprint>"`` for a bgzip genome; None when
+        there is no index beside the genome (it is then read through one in the cache folder).
+    """
+    if genome is None:
+        return None
+    parts = []
+    for suffix in (".fai", ".gzi"):
+        found = local_fingerprint(os.fspath(genome) + suffix)
+        if found is not None:
+            parts.append(f"{suffix[1:]}={found}")
+    return " ".join(parts) or None
 
 
 @dataclass(frozen=True)
@@ -73,10 +94,14 @@ class InputDescription:
     ----------
     name : str or None
         Base name of the input file.
-    sha256 : str or None
-        Of the input file, where it is a local file.
+    content : str or None
+        ``file_fingerprint`` of the input file, where it is a local file.
     genome : str or None
         Base name of the genome FASTA.
+    genome_content : str or None
+        ``file_fingerprint`` of the genome FASTA.
+    genome_index : str or None
+        Fingerprints of the genome's index files beside it (``index_fingerprint``).
     n_sequences : int
     ids_sha256 : str
         Of the sequence ids in order.
@@ -87,8 +112,10 @@ class InputDescription:
     """
 
     name: str | None
-    sha256: str | None
+    content: str | None
     genome: str | None
+    genome_content: str | None
+    genome_index: str | None
     n_sequences: int
     ids_sha256: str
     length: int
@@ -102,8 +129,10 @@ class InputDescription:
         path = _input_path(input)
         return cls(
             name=None if path is None else os.path.basename(path),
-            sha256=input_sha256(input),
+            content=local_fingerprint(path),
             genome=None if genome is None else os.path.basename(os.fspath(genome)),
+            genome_content=local_fingerprint(genome),
+            genome_index=index_fingerprint(None if genome is None else store_path(genome)),
             n_sequences=len(source),
             ids_sha256=strings_sha256(source.ids),
             length=int(source.length),
@@ -116,8 +145,10 @@ class InputDescription:
         """The description as the keys of the run's stored parameters."""
         return {
             "input": self.name,
-            "input_sha256": self.sha256,
+            "input_content": self.content,
             "genome": self.genome,
+            "genome_content": self.genome_content,
+            "genome_index_content": self.genome_index,
             "n_sequences": self.n_sequences,
             "sequence_ids_sha256": self.ids_sha256,
             "sequence_length": self.length,

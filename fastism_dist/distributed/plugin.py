@@ -71,7 +71,7 @@ class ISMWorkerPlugin(WorkerPlugin):
             self.executor = executor_class(run.method)(
                 path, start=run.spec.start, end=run.spec.end, batch_size=run.batch_size,
                 safe_mode=run.safe_mode)
-        self.writer = open_writer(run.out)
+        self.writer = open_writer(run.target, run.store_id)
         if run.alt:
             self.alt_alleles = AltAlleles(self._call_model, self.executor.output_names,
                                           run.source.variants(), run.source.alphabet,

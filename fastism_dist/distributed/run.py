@@ -3,10 +3,18 @@
 ``plan_run`` validates every setting, the model, the sequences and any existing store before a
 cluster starts; its ``RunPlan`` then goes to every worker inside the run's ``ISMWorkerPlugin``.
 ``RunPlan.params()`` is the dict stored in the store's attributes and compared on resume.
+
+A run that replaces an existing local store (``overwrite``) writes its new store beside it
+(``<out>.fastism-new-<run id>``) and swaps it in only when every chunk is done
+(:func:`publish`); until then the old store is untouched. Rerunning it continues that new store.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -26,8 +34,10 @@ from fastism_dist.distributed.variants import alt_note, count_indels
 from fastism_dist.errors import FastISMError, ModelError, StoreMismatchError
 from fastism_dist.io import SequenceWarning
 from fastism_dist.outputs import plan_outputs
-from fastism_dist.store import (DTYPES, check_params, create_template, read_chunk_size,
-                                store_path, store_state)
+from fastism_dist.store import (DTYPES, check_params, create_template, done_mask, is_url,
+                                normalise_params, read_chunk_size, read_params, replace_store,
+                                staged_stores, staging_path, store_path, store_state,
+                                stored_run_id)
 
 
 @dataclass(frozen=True)
@@ -63,13 +73,23 @@ class RunPlan:
     alt : bool
         VCF input: also store each output with the ALT allele.
     state : str
-        The store before the run: ``"absent"``, ``"store"`` or ``"zarr"``.
+        What was at ``out`` before the run: ``"absent"``, ``"store"``, ``"incomplete"`` or
+        ``"zarr"``.
     resume : bool
-        Continue the existing store (skip its done chunks).
+        Continue the existing store at ``out`` (skip its done chunks).
     attrs : dict
         Extra store attributes (skipped VCF records, the ALT note).
     run_id : str
         Unique per run: names the worker plugin and the tasks.
+    target : str
+        Where the workers write: ``out``, or for a run replacing a local store the new store
+        beside it, swapped in by :func:`publish`. Default is ``out``.
+    store_id : str or None
+        The run id the store at ``target`` carries (its creator's); its writers write only
+        while it does. Default is ``run_id``.
+    staged : bool
+        ``target`` is the unfinished new store of an earlier run with the same parameters,
+        continued rather than created.
     """
 
     out: str
@@ -90,6 +110,20 @@ class RunPlan:
     resume: bool = False
     attrs: dict = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    target: str | None = None
+    store_id: str | None = None
+    staged: bool = False
+
+    def __post_init__(self):
+        if self.target is None:
+            object.__setattr__(self, "target", self.out)
+        if self.store_id is None and not self.resume:
+            object.__setattr__(self, "store_id", self.run_id)
+
+    @property
+    def replaces(self):
+        """True when the run's store is swapped in at ``out`` once every chunk is done."""
+        return self.target != self.out
 
     @property
     def n_sequences(self):
@@ -123,7 +157,10 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
              method="fast", genome=None, outputs=None, tasks=None, reduce=None,
              dtype="float32", overwrite=False, safe_mode=True, resize=False,
              skip_mismatches=False, alphabet="ACGT"):
-    """Validate a run and compare it with an existing store; touches nothing.
+    """Validate a run and compare it with an existing store; writes nothing.
+
+    Where the store goes is checked first (a ``memory://`` store is refused; a local folder must
+    take a probe directory, removed at once), before the model is loaded.
 
     Parameters
     ----------
@@ -159,7 +196,8 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     dtype : {"float32", "float16"}
         Stored dtype. Default is float32.
     overwrite : bool
-        Replace an existing store written with other parameters. Default is False.
+        Replace an existing store: the new one is written beside it and swapped in when every
+        chunk is done (a URL store is replaced in place). Default is False.
     safe_mode : bool
         Keras safe mode when loading the model (False allows Lambda layers). Default is True.
     resize, skip_mismatches, alphabet
@@ -176,6 +214,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         store written with other parameters.
     """
     out = store_path(out)
+    check_out_location(out, overwrite)
     _check_settings(chunk_size, batch_size, dtype, method)
     if is_model_file(model):
         client_tensorflow()
@@ -203,10 +242,49 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         output_plan=output_plan, bases=tuple(str(b) for b in source.alphabet),
         chunk_size=int(chunk_size), dtype=dtype, batch_size=batch_size, safe_mode=safe_mode,
         alt=variants is not None, state=state, resume=resume, attrs=attrs,
+        store_id=stored_run_id(out) if resume else None,
     )
     if resume:
         check_params(out, run.params())
+    if overwrite and state in ("store", "zarr") and not is_url(out):
+        run = _beside(run)
     return run
+
+
+def _beside(run):
+    """``run`` writing its store beside ``out``: an unfinished one of the same parameters
+    (left by an interrupted run), else a new one."""
+    params = normalise_params(run.params())
+    for path in staged_stores(run.out):
+        if store_state(path) == "store" and read_params(path) == params:
+            return dataclasses.replace(run, target=path, store_id=stored_run_id(path),
+                                       staged=True)
+    return dataclasses.replace(run, target=staging_path(run.out, run.run_id))
+
+
+def check_out_location(out, overwrite=False):
+    """Raise ``FastISMError`` where workers could not write the store ``out``.
+
+    A ``memory://`` store lives in one process; a local store needs a writable folder: the store
+    itself when it exists, and the folder it is created in (the nearest existing one).
+    """
+    if out.startswith("memory://"):
+        raise FastISMError(f"--out {out}: local-memory stores cannot be shared with worker "
+                           "processes; give a directory or a URL every worker can reach")
+    if is_url(out):
+        return
+    folders = [out] if os.path.isdir(out) else []
+    if overwrite or not folders:
+        parent = os.path.dirname(out)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        folders.append(parent)
+    for folder in folders:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".fastism-probe-", dir=folder))
+        except OSError as err:
+            raise FastISMError(f"--out {out}: cannot write in {folder} "
+                               f"({err.strerror or type(err).__name__})") from None
 
 
 def _check_settings(chunk_size, batch_size, dtype, method):
@@ -265,12 +343,40 @@ def _check_store(out, state, overwrite):
 
 
 def write_template(run):
-    """Create the run's store: coordinates, attributes and empty variables (replacing any)."""
+    """Create the run's store at ``run.target``: coordinates, attributes and empty variables.
+
+    The template is complete before it appears at that path. At ``out`` it replaces an
+    incomplete template (or, for a URL store with ``overwrite``, the old store).
+    """
     plan = run.output_plan
     create_template(
-        run.out, ids=list(run.source.ids), positions=np.asarray(run.spec.positions),
+        run.target, ids=list(run.source.ids), positions=np.asarray(run.spec.positions),
         bases=list(run.bases), outputs=plan.shapes, params=run.params(),
         model_sha256=run.model_sha256, chunk_size=run.chunk_size,
-        coords=store_coords(run.source), dtype=run.dtype, overwrite=run.state != "absent",
-        dims=plan.dims, alt=run.alt, attrs=run.attrs,
+        coords=store_coords(run.source), dtype=run.dtype,
+        overwrite=not run.replaces and run.state != "absent",
+        dims=plan.dims, alt=run.alt, attrs=run.attrs, run_id=run.store_id,
     )
+
+
+def publish(run):
+    """Swap a replacing run's finished store in at ``out``; nothing to do for other runs.
+
+    Raises
+    ------
+    FastISMError
+        Some chunk of the new store is not done: the old store is kept.
+    """
+    if not run.replaces:
+        return
+    done = done_mask(run.target)
+    if not done.all():
+        raise FastISMError(f"{run.target}: {int((~done).sum())} of {len(done)} chunks are not "
+                           f"done; {run.out} is left as it was")
+    replace_store(run.target, run.out)
+
+
+def discard_unstarted(run):
+    """Delete a replacing run's new store if it holds no finished chunk (its run failed)."""
+    if run.replaces and os.path.isdir(run.target) and not done_mask(run.target).any():
+        shutil.rmtree(run.target)
