@@ -1,4 +1,9 @@
-"""One-hot ``.npy`` input: an array of shape (N, L, C), memory-mapped."""
+"""One-hot ``.npy`` input: an array of shape (N, L, C), memory-mapped.
+
+Every value is checked when the file is opened (in blocks of about 16 MiB), so a bad array is an
+error before any work starts: finite, between 0 and 1, at most 1 in all per position (one-hot,
+all-zero ``N`` rows, or soft encodings such as 0.25 each; not integer tokens).
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ class NpySource(SequenceSource):
             raise InputError(f"{path}: holds no sequences")
         if arr.shape[1] == 0:
             raise InputError(f"{path}: sequences have length 0")
+        check_one_hot_like(arr, path)
         stored = int(arr.shape[1])
         if length is None:
             length = stored
@@ -60,6 +66,50 @@ class NpySource(SequenceSource):
         if x.shape[1] != self.length:
             x = np.stack([centre_fit(row, self.length) for row in x])
         return x
+
+
+BLOCK_VALUES = 2**22
+#: How far the channels of one position may sum above 1 (rounding of soft encodings).
+SUM_TOLERANCE = 1e-3
+
+
+def check_one_hot_like(arr, path):
+    """Raise ``InputError`` naming the first sequence and position that no one-hot array has.
+
+    Parameters
+    ----------
+    arr : ndarray of shape (N, L, C)
+        Memory-mapped; read block by block.
+    path : str
+        For the message.
+    """
+    n, length, channels = arr.shape
+    rows = max(1, BLOCK_VALUES // max(1, length * channels))
+    for lo in range(0, n, rows):
+        block = np.asarray(arr[lo:lo + rows], dtype=np.float32)
+        problem = _first_problem(block)
+        if problem is not None:
+            j, p, what = problem
+            raise InputError(f"{path}: sequence #{lo + j + 1} position {p + 1}: {what}")
+
+
+def _first_problem(block):
+    """``(row, position, what)`` of the first bad position of a (B, L, C) block, or None."""
+    finite = np.isfinite(block)
+    in_range = (block >= 0) & (block <= 1)
+    sums = np.where(finite, block, 0).sum(axis=-1)
+    bad = ~finite.all(axis=-1) | ~in_range.all(axis=-1) | (sums > 1 + SUM_TOLERANCE)
+    if not bad.any():
+        return None
+    j, p = (int(i) for i in np.argwhere(bad)[0])
+    values = block[j, p]
+    if not finite[j, p].all():
+        return j, p, "non-finite value"
+    if not in_range[j, p].all():
+        value = float(values[~in_range[j, p]][0])
+        return j, p, (f"value {value:g} is not one-hot (expected values between 0 and 1, "
+                      "e.g. not integer tokens)")
+    return j, p, f"channels sum to {float(sums[j, p]):g}, not one-hot (at most 1 per position)"
 
 
 def _load(path):
