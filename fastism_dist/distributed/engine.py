@@ -16,11 +16,13 @@ from fastism_dist.distributed.cluster import ClusterChoice, connect
 from fastism_dist.distributed.run import plan_run
 from fastism_dist.distributed.settings import DEFAULT_RETRIES, check_count
 from fastism_dist.distributed.summary import ScoreSummary
+from fastism_dist.errors import FastISMError
 from fastism_dist.store import done_mask, store_state
 
 
 def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, scheduler=None, *,
-          security=None, client=None, progress=True, retries=DEFAULT_RETRIES, **run_options):
+          security=None, client=None, progress=True, retries=DEFAULT_RETRIES, log_file=None,
+          **run_options):
     """Saturation mutagenesis of every sequence in ``input`` on a Dask cluster, into ``out``.
 
     For a VCF input the store also holds, per sequence, each output with the ALT allele in
@@ -43,6 +45,9 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
     retries : int
         Extra attempts per chunk after an error. Default is 3. Chunks on a lost worker are
         rescheduled by Dask.
+    log_file : str, optional
+        Where the cluster's log lines and the local workers' stderr go (see ``ClusterChoice``);
+        an error or interruption once the cluster is up names it. Default is the terminal.
     **run_options
         What to compute and store, passed to ``plan_run``: ``chunk_size``, ``batch_size``,
         ``start``, ``end``, ``method``, ``genome``, ``outputs``, ``tasks``, ``reduce``,
@@ -53,9 +58,10 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
     ScoreSummary
     """
     t_wall = time.perf_counter()
-    run = plan_run(model, input, out, **run_options)
-    cluster = ClusterChoice(workers, threads_per_worker, gpus, scheduler, security, client)
+    cluster = ClusterChoice(workers, threads_per_worker, gpus, scheduler, security, client,
+                            log_file)
     check_count("retries", retries, minimum=0)
+    run = plan_run(model, input, out, **run_options)
     if run.resume:
         done = done_mask(run.out)
         if done.all():
@@ -68,7 +74,11 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
         with connect(cluster) as cli:
             summary = execute(cli, run, cluster.where, retries, progress)
     except KeyboardInterrupt:
-        _say_interrupted(run.out)
+        _say_interrupted(run.out, log_file)
+        raise
+    except FastISMError as err:
+        if log_file is not None and err.args:
+            err.args = (f"{err.args[0]} (log: {log_file})", *err.args[1:])
         raise
     summary.wall_s = time.perf_counter() - t_wall
     if progress:
@@ -76,11 +86,12 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
     return summary
 
 
-def _say_interrupted(out):
-    """Tell how far an interrupted run got (on stderr)."""
+def _say_interrupted(out, log_file=None):
+    """Tell how far an interrupted run got, in one line on stderr."""
+    log = "" if log_file is None else f" (log: {log_file})"
     if store_state(out) != "store":
-        print(f"interrupted before {out} was written", file=sys.stderr, flush=True)
+        print(f"interrupted before {out} was written{log}", file=sys.stderr, flush=True)
         return
     done = done_mask(out)
     print(f"interrupted: {int(done.sum())} of {len(done)} chunks done in {out}; "
-          "rerun the same command to resume", file=sys.stderr, flush=True)
+          f"rerun the same command to resume{log}", file=sys.stderr, flush=True)
