@@ -266,7 +266,8 @@ def _common_length(path, records, length, resize):
             raise InputError(
                 f"{path}: record {names[i]!r} (#{i + 1}) has length {lengths[i]} but record "
                 f"{names[0]!r} has length {lengths[0]}; sequences must all have the same length "
-                f"(or give length= with resize=True to centre-crop / pad them)"
+                f"(or give length= with resize=True to centre-crop / pad them; --resize on the "
+                "command line)"
             )
         if bad.size:
             raise InputError(f"{path}: records have different lengths; resize=True needs length=")
@@ -277,6 +278,6 @@ def _common_length(path, records, length, resize):
             i = int(bad[0])
             raise InputError(
                 f"{path}: record {names[i]!r} (#{i + 1}) has length {lengths[i]}, expected "
-                f"{length} (resize=True centre-crops or pads with N)"
+                f"{length} (--resize, resize=True in Python, centre-crops or pads with N)"
             )
     return length

@@ -44,7 +44,8 @@ class NpySource(SequenceSource):
             length = stored
         elif length != stored and not resize:
             raise InputError(
-                f"{path}: sequences have length {stored}, expected {length} (resize=True centre-crops or pads with N)"
+                f"{path}: sequences have length {stored}, expected {length} "
+                "(--resize, resize=True in Python, centre-crops or pads with N)"
             )
         n = int(arr.shape[0])
         src = cls(path, length, alphabet, [f"seq{i}" for i in range(n)])

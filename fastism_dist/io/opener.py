@@ -63,13 +63,15 @@ def open_sequences(path, genome=None, length=None, resize=False, skip_mismatches
     if reader.needs_genome:
         kind = reader.kind.upper()
         if genome is None:
-            raise InputError(f"{path}: a {kind} input needs genome= (a genome FASTA)")
+            raise InputError(f"{path}: a {kind} input needs genome= (a genome FASTA: --genome "
+                             "on the command line)")
         if length is None:
             raise InputError(f"{path}: a {kind} input needs length= (the window size)")
         genome = os.fspath(genome)
         require_file(genome, "genome FASTA", "genome FASTA file")
     elif genome is not None:
-        warnings.warn(f"{path}: genome= is only used for BED and VCF inputs; ignored", SequenceWarning,
+        warnings.warn(f"{path}: a genome (--genome, genome=) is only used for BED and VCF "
+                      "inputs; ignored", SequenceWarning,
                       stacklevel=2)
         genome = None
     return reader.open(path, genome=genome, length=length, resize=resize, skip_mismatches=skip_mismatches,

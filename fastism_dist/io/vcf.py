@@ -193,7 +193,7 @@ class _Windows:
         if not self.skip_mismatches:
             raise InputError(
                 f"{where}: record {rid}: {text} in the genome {self.genome} (a VCF for another assembly?); "
-                "skip_mismatches=True skips such records"
+                "--skip-mismatches (skip_mismatches=True in Python) skips such records"
             )
         self._skip(line, rid, text, "outside")
 
@@ -201,7 +201,8 @@ class _Windows:
         if not self.skip_mismatches:
             raise InputError(
                 f"{where}: record {rid}: REF {ref!r} does not match the genome {self.genome} "
-                f"({found!r} at {chrom}:{pos}); skip_mismatches=True skips such records"
+                f"({found!r} at {chrom}:{pos}); --skip-mismatches (skip_mismatches=True in Python) "
+                "skips such records"
             )
         self._skip(line, rid, f"REF {ref!r} does not match the genome ({found!r})", "mismatch")
 
