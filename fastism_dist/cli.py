@@ -2,21 +2,37 @@
 
 Each subcommand is a pair ``add_<name>_parser(subparsers)`` / ``run_<name>(args)`` listed in
 ``COMMANDS``. Nothing heavy is imported at module level, so ``fastism-dist --help`` is instant.
-Any ``FastISMError`` becomes one ``error: ...`` line on stderr and exit code 2.
+
+What reaches the terminal is one line per problem: a ``FastISMError`` or an ``OSError`` becomes
+``error: ...`` on stderr and exit code 2, Ctrl-C exit code 130, anything else (a bug) exit code
+1. Commands that run a model send the native output of this process and of every worker it
+starts (TensorFlow's start-up lines, worker tracebacks) to a log file in the cache folder; a
+failure after the cluster started names that file, which is then kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
 import os
 import sys
+import time
+import traceback
+import zipfile
+import zlib
 
-from fastism_dist.errors import FastISMError
+from fastism_dist.errors import FastISMError, ModelError
 from fastism_dist.export import add_export_parser, run_export
 
 EXIT_ERROR = 2
+EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
+#: Commands whose native output (TensorFlow, Dask workers) goes to the log file.
+LOGGED_COMMANDS = ("score", "inspect", "demo")
+#: Log files of earlier runs kept in the cache folder.
+KEPT_LOGS = 20
 
 
 def _positive_int(text):
@@ -99,6 +115,11 @@ def add_score_parser(subparsers):
                      help="replace an existing store written with other parameters")
     run.add_argument("--unsafe-model", action="store_true",
                      help="load the model without Keras safe mode (allows Lambda layers; trusted files only)")
+    run.add_argument("--seq-input", metavar="NAME_OR_INDEX",
+                     help="the sequence input of a model with several inputs (default: the only one)")
+    run.add_argument("--other-inputs", metavar="FILE",
+                     help="a multi-input model's other inputs, one row per sequence: FILE.npy "
+                          "(one array) or FILE.npz (one array per input name)")
     seqs = p.add_argument_group("sequences")
     seqs.add_argument("--genome", metavar="FASTA", help="genome FASTA for BED and VCF inputs")
     seqs.add_argument("--resize", action="store_true",
@@ -108,6 +129,16 @@ def add_score_parser(subparsers):
     seqs.add_argument("--alphabet", default="ACGT", help="channel letters (default: ACGT)")
     p.add_argument("--quiet", action="store_true", help="no dashboard link, progress bar or summary")
     return p
+
+
+def _check_scheduler_flag(address):
+    """Refuse a --scheduler that is not ``[PROTOCOL://]HOST:PORT`` before anything loads."""
+    from fastism_dist.distributed import ClusterChoice
+
+    try:
+        ClusterChoice(scheduler=address)
+    except FastISMError as err:
+        raise FastISMError(f"--scheduler: {err}") from None
 
 
 def _security(args):
@@ -140,6 +171,9 @@ SCORE_KEYWORDS = (
     "chunk_size", "batch_size", "start", "end", "method", "outputs", "tasks", "reduce", "dtype",
     "overwrite", "genome", "resize", "skip_mismatches", "alphabet",
 )
+# ``score`` flags passed only when given: the sequence input and other inputs of a model with
+# several inputs
+MULTI_INPUT_KEYWORDS = ("seq_input", "other_inputs")
 
 
 def score_keywords(args):
@@ -147,16 +181,60 @@ def score_keywords(args):
     security = _security(args)
     if args.scheduler and (args.gpus or args.workers):
         raise FastISMError("--scheduler uses the workers of that cluster: drop --workers / --gpus")
+    if args.scheduler:
+        _check_scheduler_flag(args.scheduler)
     keywords = {name: getattr(args, name) for name in SCORE_KEYWORDS}
     keywords.update(safe_mode=not args.unsafe_model, progress=not args.quiet, security=security)
+    keywords.update(_multi_input_keywords(args))
     return keywords
+
+
+def _multi_input_keywords(args):
+    """``seq_input`` / ``other_inputs`` from --seq-input / --other-inputs, where given."""
+    keywords = {}
+    if args.seq_input is not None:
+        keywords["seq_input"] = int(args.seq_input) if args.seq_input.isdigit() else args.seq_input
+    if args.other_inputs is not None:
+        path = args.other_inputs
+        if not path.endswith((".npy", ".npz")):
+            raise FastISMError(f"--other-inputs {path}: expected a .npy or .npz file")
+        if not os.path.isfile(path):
+            raise FastISMError(f"--other-inputs: file not found: {path}")
+        keywords["other_inputs"] = path
+    return keywords
+
+
+def check_model_file(path):
+    """Raise ``ModelError`` for a MODEL that is a directory or a damaged ``.keras`` archive.
+
+    A ``.keras`` file is a zip archive: every member's checksum is verified, so a file damaged
+    in transfer is reported as such instead of failing somewhere inside Keras.
+    """
+    if os.path.isdir(path):
+        raise ModelError(f"{path} is a directory; MODEL must be a .keras or .h5 file")
+    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+        return  # missing files and other formats: the loader says what is wrong
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise ModelError(f"{path}: cannot load the model: the file is damaged ({err})") from None
+    if bad is not None:
+        raise ModelError(f"{path}: cannot load the model: the file is damaged "
+                         f"(bad checksum of {bad})")
 
 
 def run_score(args):
     keywords = score_keywords(args)
-    from fastism_dist.distributed import score
+    check_model_file(args.model)
+    _import_tensorflow()
+    from fastism_dist.distributed import plan_run, score
 
-    score(args.model, args.input, args.out, **keywords)
+    multi = [k for k in MULTI_INPUT_KEYWORDS if k in keywords]
+    if multi and not set(multi) <= set(inspect.signature(plan_run).parameters):
+        raise FastISMError("--seq-input / --other-inputs: score() of this version scores "
+                           "single-input models only")
+    score(args.model, args.input, args.out, log_file=getattr(args, "log_file", None), **keywords)
     return 0
 
 
@@ -181,6 +259,8 @@ def add_inspect_parser(subparsers):
 
 
 def run_inspect(args):
+    check_model_file(args.model)
+    _import_tensorflow()
     from fastism_dist.core import format_report, plan_report
 
     seq_input = int(args.seq_input) if args.seq_input.isdigit() else args.seq_input
@@ -210,8 +290,12 @@ def add_plot_parser(subparsers):
 def run_plot(args):
     from fastism_dist.analysis import open_results, plot_ism, save_png
 
+    from fastism_dist.store import store_state
+
     if not os.path.exists(args.store):
         raise FastISMError(f"store not found: {args.store}")
+    if store_state(args.store) != "store":
+        raise FastISMError(f"{args.store} is not a store written by fastism-dist score")
     ds = open_results(args.store)
     seq = args.seq
     if seq not in set(ds["seq"].values.tolist()) and seq.isdigit():
@@ -241,9 +325,11 @@ def add_demo_parser(subparsers):
 
 
 def run_demo(args):
+    _import_tensorflow()
     from fastism_dist.demo import run_demo as demo
 
-    result = demo(args.out, workers=args.workers, progress=not args.quiet)
+    result = demo(args.out, workers=args.workers, progress=not args.quiet,
+                  log_file=getattr(args, "log_file", None))
     if args.quiet:  # run_demo says where things are unless quiet
         print(f"store: {result.store}\nplot of {result.seq}: {result.png}")
     return 0
@@ -274,21 +360,103 @@ def build_parser():
     return parser
 
 
-def _import_tensorflow_quietly():
-    """Import TensorFlow with its start-up log lines (written to fd 2 by C++) hidden."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
+def log_folder():
+    """Where the log files of runs go: ``$XDG_CACHE_HOME/fastism_dist/logs`` (``~/.cache``)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "fastism_dist", "logs")
+
+
+def _new_log_path(command):
+    """A fresh log file path for ``command``; the oldest logs beyond ``KEPT_LOGS`` are removed."""
+    folder = log_folder()
+    os.makedirs(folder, exist_ok=True)
+    logs = sorted((f for f in os.listdir(folder) if f.endswith(".log")),
+                  key=lambda f: os.path.getmtime(os.path.join(folder, f)))
+    for name in logs[:max(0, len(logs) - KEPT_LOGS + 1)]:
+        with contextlib.suppress(FileNotFoundError):  # another run removed it first
+            os.remove(os.path.join(folder, name))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join(folder, f"{command}-{stamp}-{os.getpid()}.log")
+
+
+def _writes_to_fd2(stream):
     try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow  # noqa: F401
-            except ImportError:
-                pass  # reported properly where it is needed
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: captured streams
+        return False
+
+
+@contextlib.contextmanager
+def native_output_to(path):
+    """File descriptor 2 of this process (inherited by the processes it starts) goes to ``path``.
+
+    TensorFlow's C++ start-up lines and anything workers write to stderr land in the log;
+    ``sys.stderr`` (the progress bar, warnings, the error line) stays on the terminal.
+    """
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    previous = sys.stderr
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 2)
+    if _writes_to_fd2(previous):
+        sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1,
+                               encoding=getattr(previous, "encoding", None), errors="backslashreplace")
+    try:
+        yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        if sys.stderr is not previous:
+            sys.stderr.close()
+            sys.stderr = previous
+        os.dup2(terminal, 2)
+        os.close(terminal)
+
+
+def _import_tensorflow():
+    """Import TensorFlow now (its start-up lines go wherever fd 2 points)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # reported properly where it is needed
+
+
+def _say(message):
+    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def _write_traceback(err, log):
+    with open(log, "a") as fh:
+        fh.write("\n--- fastism-dist: the error\n")
+        traceback.print_exception(type(err), err, err.__traceback__, file=fh)
+
+
+def run_command(args, log):
+    """Run the parsed command; returns (exit code, whether the log file is worth keeping).
+
+    Each failure is one line on stderr. A ``FastISMError`` keeps the log where its message names
+    it (an error once the cluster was up); an ``OSError`` or an unexpected exception writes its
+    traceback to the log and names it.
+    """
+    try:
+        return args._run(args) or 0, False
+    except FastISMError as err:
+        message = str(err).split("\n")[0]
+        named = log in message
+        if named:
+            _write_traceback(err, log)
+        _say(message)
+        return EXIT_ERROR, named
+    except KeyboardInterrupt:  # score() has said how far it got
+        return EXIT_INTERRUPTED, True
+    except OSError as err:  # disk full, permissions, a lost connection: not a bug
+        _write_traceback(err, log)
+        _say(f"{err} (log: {log})")
+        return EXIT_ERROR, True
+    except Exception as err:  # noqa: BLE001 - a bug: one line here, the traceback in the log
+        _write_traceback(err, log)
+        first = str(err).splitlines()[0] if str(err) else ""
+        _say(f"unexpected {type(err).__name__}: {first} (traceback in {log})")
+        return EXIT_BUG, True
 
 
 def main(argv=None):
@@ -301,16 +469,19 @@ def main(argv=None):
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
-    if args.command not in ("plot", "export"):
-        _import_tensorflow_quietly()
+    log = args.log_file = _new_log_path(args.command)
+    keep = False
     try:
-        return args._run(args) or 0
-    except FastISMError as err:
-        message = " ".join(str(err).split("\n")[0].split())
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        return EXIT_ERROR
-    except KeyboardInterrupt:  # score() has said how far it got
-        return EXIT_INTERRUPTED
+        if args.command in LOGGED_COMMANDS:
+            with native_output_to(log):
+                code, keep = run_command(args, log)
+        else:
+            code, keep = run_command(args, log)
+    finally:
+        if not keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(log)
+    return code
 
 
 if __name__ == "__main__":

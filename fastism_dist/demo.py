@@ -142,7 +142,7 @@ def top_window_hits(model=None, sequences=None, truth=None, window=15):
     return hits
 
 
-def run_demo(out_dir, workers=2, progress=True, overwrite=True):
+def run_demo(out_dir, workers=2, progress=True, overwrite=True, log_file=None):
     """Score the demo sequences on a local Dask cluster and plot the strongest one.
 
     Parameters
@@ -155,6 +155,8 @@ def run_demo(out_dir, workers=2, progress=True, overwrite=True):
         Print where things are, the dashboard link and a progress bar. Default is True.
     overwrite : bool
         Replace an existing ``demo.zarr``. Default is True.
+    log_file : str, optional
+        Where the cluster's log lines go (see ``score``). Default is the terminal.
 
     Returns
     -------
@@ -164,10 +166,13 @@ def run_demo(out_dir, workers=2, progress=True, overwrite=True):
     """
     files = demo_files()
     out_dir = os.path.abspath(os.fspath(out_dir))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FastISMError(f"{out_dir} exists and is not a directory; the demo writes "
+                           f"{STORE_NAME} and a PNG into a directory")
     os.makedirs(out_dir, exist_ok=True)
     store = os.path.join(out_dir, STORE_NAME)
     score(files.model, files.sequences, store, workers=workers, progress=progress,
-          overwrite=overwrite)
+          overwrite=overwrite, log_file=log_file)
     ds = open_results(store)
     task_dim = task_dims(ds[OUTPUT])[0]
     ds = ds.assign_coords({task_dim: list(TASKS)})  # label the three sigmoid outputs

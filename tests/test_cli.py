@@ -55,7 +55,8 @@ def test_every_score_flag_becomes_a_score_keyword():
     import argparse
     import inspect
 
-    from fastism_dist.cli import SCORE_KEYWORDS, add_score_parser, score_keywords
+    from fastism_dist.cli import (MULTI_INPUT_KEYWORDS, SCORE_KEYWORDS, add_score_parser,
+                                  score_keywords)
     from fastism_dist.distributed import plan_run
 
     parser = add_score_parser(argparse.ArgumentParser().add_subparsers())
@@ -72,7 +73,13 @@ def test_every_score_flag_becomes_a_score_keyword():
     # every flag is mapped: the ones with another name, and the rest under their own
     own = {"help", "model", "input", "out", "tls_ca_file", "tls_cert", "tls_key", "unsafe_model",
            "quiet"}
-    assert {a.dest for a in parser._actions} - own == set(SCORE_KEYWORDS)
+    assert {a.dest for a in parser._actions} - own == set(SCORE_KEYWORDS) | set(MULTI_INPUT_KEYWORDS)
+    # the multi-input flags are passed only when given
+    assert not set(MULTI_INPUT_KEYWORDS) & set(keywords)
+    other = parser.parse_args(["m.keras", "in.fa", "--out", "o.zarr", "--seq-input", "1"])
+    assert score_keywords(other)["seq_input"] == 1
+    other = parser.parse_args(["m.keras", "in.fa", "--out", "o.zarr", "--seq-input", "dna"])
+    assert score_keywords(other)["seq_input"] == "dna"
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, tiny_model_path, lambda_model_path, capsys):
@@ -157,8 +164,9 @@ def test_interrupted_cli_resumes_missing_chunks(tmp_path, tiny_model_path, clust
     args = ["score", tiny_model_path, fasta, "--out", out, "--chunk-size", "1", "--method", "naive"]
     # SIGINT back to its default in the child: a shell running tests in the background
     # (`cmd &`) starts them with SIGINT ignored, and Python would then never see Ctrl-C.
-    proc = subprocess.Popen(CLI + args + ["--workers", "1"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(CLI + args + ["--workers", "1", "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache")),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         t0 = time.time()
@@ -178,7 +186,12 @@ def test_interrupted_cli_resumes_missing_chunks(tmp_path, tiny_model_path, clust
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
-    assert "interrupted:" in err and "rerun the same command" in err
+    # one line, naming the log that holds what the cluster and its worker wrote
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    assert lines[0].startswith("interrupted: ") and "rerun the same command" in lines[0]
+    log = lines[0].rsplit("(log: ", 1)[1].rstrip(")")
+    assert log.startswith(str(tmp_path / "cache")) and os.path.getsize(log) > 0
     psutil.wait_procs(children, timeout=30)  # no worker left writing
     done = int(done_mask(out).sum())
     assert 2 <= done < n
