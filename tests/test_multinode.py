@@ -3,7 +3,8 @@
 The scheduler and two single-process workers are started as their own processes on loopback
 (once plain TCP, once TLS with a throw-away CA), ``fastism-dist score --scheduler`` runs against
 them in another process, and the store is compared with in-process ISM. Everything started is
-stopped by pid.
+stopped by pid. The local cluster a run starts itself is checked to accept only TLS with its
+own certificate.
 """
 
 import datetime
@@ -175,7 +176,6 @@ def _make_tls_files(directory):
 
 
 def test_tls_scheduler(tmp_path, inputs):
-    pytest.importorskip("cryptography")
     from distributed import Security
 
     model, fasta = inputs
@@ -196,3 +196,20 @@ def test_tls_scheduler(tmp_path, inputs):
         _check_store(out, model, fasta)
     finally:
         cluster.stop()
+
+
+def test_local_cluster_needs_its_certificate():
+    """The local cluster listens on TLS: neither a plain TCP client nor a TLS client with
+    another certificate gets in; the run's client does."""
+    from distributed import Client, Security
+
+    from fastism_dist.distributed import ClusterChoice, connect
+
+    with connect(ClusterChoice(workers=1)) as cli:
+        address = cli.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        assert cli.submit(sum, [1, 2], pure=False).result(timeout=60) == 3
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout="3s", set_as_default=False)
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address, security=Security.temporary(), timeout="3s", set_as_default=False)
