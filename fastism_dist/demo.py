@@ -1,14 +1,16 @@
 """The bundled demo: score 64 sequences with a small motif CNN, open the store, plot one.
 
 The model and sequences in ``fastism_dist/data/`` were made by ``data/make_demo.py`` (see
-``data/README.md``): a CNN with three sigmoid outputs (``motifs``: AP-1, HNF4A, CTCF present)
-trained on random sequences with JASPAR motif instances planted in them, and held-back
-sequences whose planted motifs are listed in ``demo_truth.tsv``.
+``data/README.md``): a CNN with input (200, 4) and three sigmoid outputs (``motifs``: AP-1,
+HNF4A, CTCF present) trained on random sequences with JASPAR motif instances planted in them,
+and held-back sequences whose planted motifs are listed in ``demo_truth.tsv``. The task names
+are beside the model, in ``demo_model.tasks.json``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from typing import NamedTuple
 
@@ -26,11 +28,13 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 MODEL_FILE = "demo_model.keras"
 SEQUENCES_FILE = "demo_sequences.fa"
 TRUTH_FILE = "demo_truth.tsv"
+TASKS_FILE = "demo_model.tasks.json"
 OUTPUT = "motifs"
 TASKS = ("AP-1", "HNF4A", "CTCF")
 STORE_NAME = "demo.zarr"
 
-__all__ = ["demo_files", "read_truth", "ism_importance", "top_window_hits", "run_demo", "DemoResult"]
+__all__ = ["demo_files", "demo_task_names", "read_truth", "ism_importance", "top_window_hits",
+           "run_demo", "DemoResult"]
 
 
 class DemoFiles(NamedTuple):
@@ -71,6 +75,18 @@ def demo_files():
         if not os.path.exists(path):
             raise FastISMError(f"demo file missing: {path} (reinstall fastism_dist, or run data/make_demo.py)")
     return files
+
+
+def demo_task_names():
+    """Output name -> names of its tasks, from ``demo_model.tasks.json`` beside the model.
+
+    Returns
+    -------
+    dict of str to list of str
+        ``{"motifs": ["AP-1", "HNF4A", "CTCF"]}``.
+    """
+    with open(os.path.join(DATA_DIR, TASKS_FILE)) as fh:
+        return {str(k): [str(t) for t in v] for k, v in json.load(fh).items()}
 
 
 def read_truth(path=None):
@@ -175,7 +191,7 @@ def run_demo(out_dir, workers=2, progress=True, overwrite=True, log_file=None):
           overwrite=overwrite, log_file=log_file)
     ds = open_results(store)
     task_dim = task_dims(ds[OUTPUT])[0]
-    ds = ds.assign_coords({task_dim: list(TASKS)})  # label the three sigmoid outputs
+    ds = ds.assign_coords({task_dim: demo_task_names()[OUTPUT]})  # where the store has indices
     peak = importance(ds, OUTPUT).max("pos").compute()
     seq = str(peak[SEQ].values[int(np.nanargmax(peak.values))])
     fig = plot_ism(ds, seq, output=OUTPUT, window=None)
@@ -184,5 +200,5 @@ def run_demo(out_dir, workers=2, progress=True, overwrite=True, log_file=None):
         print(f"store: {store}", flush=True)
         print(f"plot of {seq}: {png}", flush=True)
         print(f"open it with: fastism_dist.open_results({store!r}); tasks of {OUTPUT!r}: "
-              f"{', '.join(TASKS)}", flush=True)
+              f"{', '.join(demo_task_names()[OUTPUT])}", flush=True)
     return DemoResult(store, png, seq)

@@ -75,3 +75,37 @@ def test_run_demo_writes_store_and_png(tmp_path):
     x = open_sequences(demo.demo_files().sequences).read([i])
     _, imp = demo.ism_importance(demo.demo_files().model, x)
     np.testing.assert_allclose(importance(ds, demo.OUTPUT).isel(seq=i).values, imp[0], rtol=1e-3, atol=1e-5)
+
+
+def test_task_names_beside_the_model():
+    import keras
+
+    names = demo.demo_task_names()
+    assert names == {demo.OUTPUT: list(demo.TASKS)}
+    model = keras.models.load_model(demo.demo_files().model, compile=False)
+    assert tuple(model.outputs[0].shape) == (None, len(names[demo.OUTPUT]))
+
+
+@pytest.mark.cluster
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="score reads task names from the model's layers only, not from "
+                          "demo_model.tasks.json beside the model")
+def test_cli_chooses_and_plots_demo_tasks_by_name(tmp_path):
+    import subprocess
+    import sys
+
+    from fastism_dist.cli import main
+
+    fasta = tmp_path / "two.fa"
+    with open(demo.demo_files().sequences) as fh:
+        fasta.write_text("".join(fh.readlines()[:8]))  # seq0000 and seq0001, 4 lines each
+    out = tmp_path / "tasks.zarr"
+    run = subprocess.run([sys.executable, "-m", "fastism_dist.cli", "score", demo.demo_files().model,
+                          str(fasta), "--out", str(out), "--tasks", "AP-1,CTCF", "--workers", "1",
+                          "--quiet"], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache")))
+    assert run.returncode == 0, run.stderr
+    ds = open_results(str(out))
+    assert [str(t) for t in ds[demo.OUTPUT].coords[ds[demo.OUTPUT].dims[-1]].values] == ["AP-1", "CTCF"]
+    assert main(["plot", str(out), "--seq", "seq0001", "--task", "CTCF",
+                 "--png", str(tmp_path / "ctcf.png")]) == 0

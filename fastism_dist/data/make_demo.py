@@ -9,6 +9,7 @@ Writes, beside this script:
 
 * ``demo_model.keras``   the trained model, input ``(200, 4)`` one-hot ACGT, output ``motifs``
   of shape ``(3,)``: sigmoid probabilities of AP-1, HNF4A and CTCF being present;
+* ``demo_model.tasks.json``  the names of those three tasks, ``{"motifs": [...]}``;
 * ``demo_sequences.fa``  64 held-back sequences (``seq0000`` ... ``seq0063``);
 * ``demo_truth.tsv``     the planted motifs of those sequences (name, motif, start, end, strand);
 * ``demo_metrics.json``  held-out accuracy / AUC per motif and the ISM motif-recovery rate.
@@ -232,6 +233,10 @@ def main():
     bare = build_model()
     bare.set_weights(model.get_weights())
     bare.save(model_path)
+    # the task names of each output, beside the model (Keras files carry no such labels)
+    with open(os.path.join(HERE, "demo_model.tasks.json"), "w") as fh:
+        json.dump({OUTPUT_NAME: [label for label, _ in MOTIFS]}, fh, indent=2)
+        fh.write("\n")
 
     # The demo sequences: the first N_DEMO of the test split (never seen in training).
     first = te.start
