@@ -98,7 +98,8 @@ def test_cli_chooses_and_plots_demo_tasks_by_name(tmp_path):
 
     fasta = tmp_path / "two.fa"
     with open(demo.demo_files().sequences) as fh:
-        fasta.write_text("".join(fh.readlines()[:8]))  # seq0000 and seq0001, 4 lines each
+        records = fh.read().split(">")[1:3]  # seq0000 and seq0001
+    fasta.write_text("".join(">" + r for r in records))
     out = tmp_path / "tasks.zarr"
     run = subprocess.run([sys.executable, "-m", "fastism_dist.cli", "score", demo.demo_files().model,
                           str(fasta), "--out", str(out), "--tasks", "AP-1,CTCF", "--workers", "1",
