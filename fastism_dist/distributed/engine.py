@@ -74,7 +74,7 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
         with connect(cluster) as cli:
             summary = execute(cli, run, cluster.where, retries, progress)
     except KeyboardInterrupt:
-        _say_interrupted(run.out, log_file)
+        _say_interrupted(run.target, log_file)  # a replacing run writes beside the old store
         raise
     except FastISMError as err:
         if log_file is not None and err.args:

@@ -28,6 +28,7 @@ from fastism_dist.store import (
 
 _NOT_A_STORE = {
     "absent": "does not exist",
+    "incomplete": "is an unfinished store template (rerun the score command to recreate it)",
     "zarr": "is a Zarr store not written by fastism_dist",
     "other": "is not a Zarr store",
 }
