@@ -87,9 +87,6 @@ def test_task_names_beside_the_model():
 
 
 @pytest.mark.cluster
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="score reads task names from the model's layers only, not from "
-                          "demo_model.tasks.json beside the model")
 def test_cli_chooses_and_plots_demo_tasks_by_name(tmp_path):
     import subprocess
     import sys

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 
@@ -95,27 +96,31 @@ def output_shapes(keras_model, seq):
     return {n: tuple(int(d) for d in s) for n, s in zip(names, shapes)}
 
 
-def task_names(keras_model, outputs):
+def task_names(keras_model, outputs, model_path=None):
     """Output name -> names of its tasks (its last axis), where the model says them.
 
-    From a ``task_names`` attribute of the model (a dict output -> list of names) or of the
-    layer that makes an output (a list). Keras does not save such attributes in ``.keras``
-    files unless the layer's config carries them.
+    From a ``<model file stem>.tasks.json`` beside the model file (a JSON object output ->
+    list of names, as the bundled demo model has), else a ``task_names`` attribute of the model
+    (a dict output -> list of names) or of the layer that makes an output (a list). Keras does
+    not save such attributes in ``.keras`` files unless the layer's config carries them.
 
     Parameters
     ----------
     keras_model : keras.Model
     outputs : list of str
         The outputs asked about.
+    model_path : str, optional
+        The model's file, whose ``.tasks.json`` sidecar is read if present.
 
     Returns
     -------
     dict of str to list of str
     """
-    found = {}
+    found = _sidecar_task_names(model_path, outputs)
     on_model = getattr(keras_model, "task_names", None)
     if isinstance(on_model, dict):
-        found.update({str(k): list(v) for k, v in on_model.items() if str(k) in outputs})
+        found.update({str(k): list(v) for k, v in on_model.items()
+                      if str(k) in outputs and str(k) not in found})
     for name, tensor in zip(output_names(keras_model), keras_model.outputs):
         if name not in outputs or name in found:
             continue
@@ -124,3 +129,21 @@ def task_names(keras_model, outputs):
         if names is not None and not isinstance(names, (str, dict)):
             found[name] = [str(t) for t in names]
     return found
+
+
+def _sidecar_task_names(model_path, outputs):
+    """{output: [task names]} from ``<stem>.tasks.json`` beside ``model_path``, else {}."""
+    if model_path is None:
+        return {}
+    sidecar = os.path.splitext(os.fspath(model_path))[0] + ".tasks.json"
+    if not os.path.isfile(sidecar):
+        return {}
+    try:
+        with open(sidecar) as fh:
+            names = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise FastISMError(f"{sidecar}: cannot read task names: {err}") from None
+    if not isinstance(names, dict) or not all(isinstance(v, list) for v in names.values()):
+        raise FastISMError(f"{sidecar}: expected a JSON object mapping output names to lists of "
+                           "task names")
+    return {str(k): [str(t) for t in v] for k, v in names.items() if str(k) in outputs}

@@ -221,7 +221,8 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     keras_model = load_model(model, safe_mode=safe_mode)
     seq = _sequence_input(keras_model)
     spec = make_mutation_spec(seq.length, seq.channels, start, end)
-    output_plan = _output_plan(keras_model, seq, outputs, tasks, reduce)
+    model_path = model if is_model_file(model) else None
+    output_plan = _output_plan(keras_model, seq, outputs, tasks, reduce, model_path)
     source = open_source(input, genome, seq.length, resize, skip_mismatches, alphabet)
     check_source(source, input, seq.length, seq.channels)
     variants = source.variants()
@@ -305,12 +306,12 @@ def _sequence_input(keras_model):
     return seq
 
 
-def _output_plan(keras_model, seq, outputs, tasks, reduce):
+def _output_plan(keras_model, seq, outputs, tasks, reduce, model_path=None):
     """The OutputPlan of the chosen outputs, with checked store names."""
     shapes = output_shapes(keras_model, seq)
     selected = choose_outputs(output_names(keras_model), outputs)
     plan = plan_outputs({k: shapes[k] for k in selected}, tasks=tasks, reduce=reduce,
-                        task_names=task_names(keras_model, selected))
+                        task_names=task_names(keras_model, selected, model_path))
     check_dim_names(plan.dims)
     return plan
 
