@@ -111,3 +111,19 @@ def test_lambda_h5_still_needs_unsafe_mode(tmp_path):
     with pytest.raises(ModelError, match="safe mode"):
         load_model(path)
     load_model(path, safe_mode=False)
+
+
+def test_damaged_or_directory_model_files_are_one_line_errors(tmp_path, tiny_model_path):
+    """A bit-flipped .keras file and a directory are ModelErrors, in Python as on the CLI."""
+    from fastism_dist.core import load_model
+    from fastism_dist.errors import ModelError
+
+    data = bytearray(open(tiny_model_path, "rb").read())
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        data[i] ^= 0xFF
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(bytes(data))
+    for bad, message in ((damaged, "cannot load the model"), (tmp_path, "is a directory")):
+        with pytest.raises(ModelError, match=message) as err:
+            load_model(str(bad))
+        assert "\n" not in str(err.value)

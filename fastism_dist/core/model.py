@@ -6,6 +6,8 @@ import inspect
 import json
 import os
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 from fastism_dist.errors import ModelError
@@ -48,6 +50,8 @@ def load_model(model, safe_mode=True):
     path = os.fspath(model)
     if not os.path.exists(path):
         raise ModelError(f"model file not found: {path}")
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: is a directory; expected a .keras or .h5 model file")
     if path.endswith(".h5") or path.endswith(".hdf5"):
         return _load_legacy_h5(path, safe_mode)
     return _keras_load_model(path, safe_mode)
@@ -67,8 +71,9 @@ def _keras_load_model(path, safe_mode, custom_objects=None):
                 "load it only if you trust the file (unsafe_model / --unsafe-model)"
             ) from None
         raise ModelError(f"{path}: cannot load the model: {str(err).splitlines()[0]}") from None
-    except (OSError, TypeError) as err:
-        raise ModelError(f"{path}: cannot load the model: {str(err).splitlines()[0]}") from None
+    except (OSError, TypeError, zipfile.BadZipFile, zlib.error) as err:
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelError(f"{path}: cannot load the model (damaged file?): {text}") from None
 
 
 def _load_legacy_h5(path, safe_mode):
