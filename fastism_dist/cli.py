@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import os
 import sys
@@ -116,7 +115,7 @@ def add_score_parser(subparsers):
     run.add_argument("--unsafe-model", action="store_true",
                      help="load the model without Keras safe mode (allows Lambda layers; trusted files only)")
     run.add_argument("--seq-input", metavar="NAME_OR_INDEX",
-                     help="the sequence input of a model with several inputs (default: the only one)")
+                     help="the sequence input of a model with several inputs (default: the first)")
     run.add_argument("--other-inputs", metavar="FILE",
                      help="a multi-input model's other inputs, one row per sequence: FILE.npy "
                           "(one array) or FILE.npz (one array per input name)")
@@ -171,11 +170,6 @@ SCORE_KEYWORDS = (
     "chunk_size", "batch_size", "start", "end", "method", "outputs", "tasks", "reduce", "dtype",
     "overwrite", "genome", "resize", "skip_mismatches", "alphabet",
 )
-# ``score`` flags passed only when given: the sequence input and other inputs of a model with
-# several inputs
-MULTI_INPUT_KEYWORDS = ("seq_input", "other_inputs")
-
-
 def score_keywords(args):
     """The ``score()`` keywords of parsed ``score`` arguments: where every flag is mapped."""
     security = _security(args)
@@ -228,12 +222,8 @@ def run_score(args):
     keywords = score_keywords(args)
     check_model_file(args.model)
     _import_tensorflow()
-    from fastism_dist.distributed import plan_run, score
+    from fastism_dist.distributed import score
 
-    multi = [k for k in MULTI_INPUT_KEYWORDS if k in keywords]
-    if multi and not set(multi) <= set(inspect.signature(plan_run).parameters):
-        raise FastISMError("--seq-input / --other-inputs: score() of this version scores "
-                           "single-input models only")
     score(args.model, args.input, args.out, log_file=getattr(args, "log_file", None), **keywords)
     return 0
 

@@ -73,9 +73,6 @@ def test_demo_then_plot(tmp_path):
 
 
 @pytest.mark.cluster
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="score() plans single-input models only: run.py takes no seq_input / "
-                          "other_inputs yet")
 def test_score_multi_input_model(tmp_path):
     """--seq-input names the sequence input, --other-inputs (.npz keyed by input name) gives
     the others, one row per sequence; the store matches explicit ISM with those inputs."""

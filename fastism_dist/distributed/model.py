@@ -90,8 +90,10 @@ def output_shapes(keras_model, seq):
     if any(d is None for s in shapes for d in s):
         from keras import tree
 
-        zeros = np.zeros((1, seq.length, seq.channels), np.float32)
-        shapes = [tuple(np.shape(o)[1:]) for o in tree.flatten(keras_model(zeros, training=False))]
+        zeros = [np.zeros((1, *(d or 1 for d in t.shape[1:])), np.float32)
+                 for t in keras_model.inputs]
+        outputs = keras_model(zeros if len(zeros) > 1 else zeros[0], training=False)
+        shapes = [tuple(np.shape(o)[1:]) for o in tree.flatten(outputs)]
     names = output_names(keras_model)
     return {n: tuple(int(d) for d in s) for n, s in zip(names, shapes)}
 

@@ -70,7 +70,7 @@ class ISMWorkerPlugin(WorkerPlugin):
         with model_file(run.model_ref) as path:
             self.executor = executor_class(run.method)(
                 path, start=run.spec.start, end=run.spec.end, batch_size=run.batch_size,
-                safe_mode=run.safe_mode)
+                safe_mode=run.safe_mode, seq_input=run.seq_input)
         self.writer = open_writer(run.target, run.store_id)
         if run.alt:
             self.alt_alleles = AltAlleles(self._call_model, self.executor.output_names,
@@ -111,13 +111,14 @@ class ISMWorkerPlugin(WorkerPlugin):
         run, spec = self.run, self.executor.spec
         t0 = time.perf_counter()
         x = np.asarray(run.source.read(np.arange(rows.start, rows.stop)), dtype=np.float32)
+        others = None if run.other_inputs is None else run.other_inputs.read(rows)
         alt = None if self.alt_alleles is None else partial(self.alt_alleles.outputs, x, rows)
         sink = ChunkSink(run.output_plan, self.executor.output_names, self.writer, chunk_index,
                          dtype=run.dtype, alt=alt,
                          ref_base=reference_letters(x[:, spec.start:spec.end], run.bases))
         with self._lock:  # executors keep per-call state: one ISM at a time per worker
             t_ism = time.perf_counter()
-            written = self.executor(x, sink=sink)
+            written = self.executor(x, other_inputs=others, sink=sink)
             t_ism = time.perf_counter() - t_ism - written["write_s"]
         return {"chunk": int(chunk_index), "sequences": written["sequences"],
                 "mutations": written["mutations"], "ism_s": t_ism,

@@ -29,9 +29,10 @@ from fastism_dist.distributed.model import (EXECUTORS, client_tensorflow, is_mod
                                             model_for_workers, model_sha256, output_shapes,
                                             task_names)
 from fastism_dist.distributed.names import check_alt_names, check_dim_names, choose_outputs
+from fastism_dist.distributed.other_inputs import plan_other_inputs
 from fastism_dist.distributed.settings import MAX_SKIPPED_LISTED, auto_chunk_size, check_count
 from fastism_dist.distributed.variants import alt_note, count_indels
-from fastism_dist.errors import FastISMError, ModelError, StoreMismatchError
+from fastism_dist.errors import FastISMError, StoreMismatchError
 from fastism_dist.io import SequenceWarning
 from fastism_dist.outputs import plan_outputs
 from fastism_dist.store import (DTYPES, check_params, create_template, done_mask, is_url,
@@ -90,6 +91,10 @@ class RunPlan:
     staged : bool
         ``target`` is the unfinished new store of an earlier run with the same parameters,
         continued rather than created.
+    seq_input : int or str
+        The model's sequence input (index or name). Default is 0.
+    other_inputs : OtherInputs or None
+        A multi-input model's other inputs, one row per sequence. Default is None.
     """
 
     out: str
@@ -113,6 +118,8 @@ class RunPlan:
     target: str | None = None
     store_id: str | None = None
     staged: bool = False
+    seq_input: int | str = 0
+    other_inputs: object = None
 
     def __post_init__(self):
         if self.target is None:
@@ -139,6 +146,8 @@ class RunPlan:
 
     def params(self):
         """The run's settings as stored in the store's ``params`` and compared on resume."""
+        others = {} if self.other_inputs is None else {"seq_input": self.seq_input,
+                                                       **self.other_inputs.params()}
         return {
             "model_sha256": self.model_sha256,
             **self.input.params(),
@@ -150,13 +159,14 @@ class RunPlan:
             "alt": True if self.alt else None,
             "dtype": self.dtype,
             "chunk_size": int(self.chunk_size),
+            **others,
         }
 
 
 def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, end=None,
              method="fast", genome=None, outputs=None, tasks=None, reduce=None,
              dtype="float32", overwrite=False, safe_mode=True, resize=False,
-             skip_mismatches=False, alphabet="ACGT"):
+             skip_mismatches=False, alphabet="ACGT", seq_input=0, other_inputs=None):
     """Validate a run and compare it with an existing store; writes nothing.
 
     Where the store goes is checked first (a ``memory://`` store is refused; a local folder must
@@ -202,6 +212,12 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         Keras safe mode when loading the model (False allows Lambda layers). Default is True.
     resize, skip_mismatches, alphabet
         Passed to ``open_sequences``.
+    seq_input : int or str
+        The model's sequence input, by index or name. Default is 0.
+    other_inputs : str, ndarray, list or dict of ndarray, optional
+        A multi-input model's other inputs, one row per sequence (held fixed while its sequence
+        is mutated): a ``.npy`` file (one other input), a ``.npz`` file keyed by input name, or
+        arrays (a dict by name, or a list in the model's input order). Not with VCF inputs.
 
     Returns
     -------
@@ -219,13 +235,17 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     if is_model_file(model):
         client_tensorflow()
     keras_model = load_model(model, safe_mode=safe_mode)
-    seq = _sequence_input(keras_model)
+    seq = find_sequence_input(keras_model, seq_input)
     spec = make_mutation_spec(seq.length, seq.channels, start, end)
     model_path = model if is_model_file(model) else None
     output_plan = _output_plan(keras_model, seq, outputs, tasks, reduce, model_path)
     source = open_source(input, genome, seq.length, resize, skip_mismatches, alphabet)
     check_source(source, input, seq.length, seq.channels)
+    others = plan_other_inputs(keras_model, seq, other_inputs, len(source))
     variants = source.variants()
+    if variants is not None and others is not None:
+        raise FastISMError(f"{describe(input)}: VCF inputs cannot be scored with other inputs "
+                           "(--other-inputs); give the REF sequences as FASTA or .npy instead")
     attrs = _store_attrs(source, variants, output_plan.outputs, input)
     state = store_state(out)
     _check_store(out, state, overwrite)
@@ -244,6 +264,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         chunk_size=int(chunk_size), dtype=dtype, batch_size=batch_size, safe_mode=safe_mode,
         alt=variants is not None, state=state, resume=resume, attrs=attrs,
         store_id=stored_run_id(out) if resume else None,
+        seq_input=seq.name if others is not None else seq.index, other_inputs=others,
     )
     if resume:
         check_params(out, run.params())
@@ -296,14 +317,6 @@ def _check_settings(chunk_size, batch_size, dtype, method):
         raise FastISMError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     if method not in EXECUTORS:
         raise FastISMError(f"method must be one of {sorted(EXECUTORS)}, got {method!r}")
-
-
-def _sequence_input(keras_model):
-    seq = find_sequence_input(keras_model, 0)
-    if len(keras_model.inputs) != 1:
-        raise ModelError(f"score needs a model whose only input is the sequence; this one has "
-                         f"{len(keras_model.inputs)} inputs")
-    return seq
 
 
 def _output_plan(keras_model, seq, outputs, tasks, reduce, model_path=None):
