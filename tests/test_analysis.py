@@ -271,8 +271,9 @@ def test_variant_effect():
 
 def test_genomic_coordinate_masks_padding():
     ds, *_ = make_dataset(n_seq=3, n_pos=8)
-    # sequence 0 starts 3 bp before chr1 (+); sequence 1 (-) runs 2 bp past the chromosome end
-    ds = ds.assign_coords(start=("seq", [-3, 200, -1]), end=("seq", [5, 208, -1]),
+    # sequence 0's window starts 3 bp before chr1 (+), clipped to chr1:0-5; sequence 1 (-) has
+    # 2 N rows at its end (the window started 2 bp before the chromosome), clipped to 202-208
+    ds = ds.assign_coords(start=("seq", [0, 202, -1]), end=("seq", [5, 208, -1]),
                           pad_left=("seq", [3, 0, 0]), pad_right=("seq", [0, 2, 0]))
     values = an.genomic_coordinate(ds).values
     np.testing.assert_array_equal(values[0], [-1, -1, -1, 0, 1, 2, 3, 4])

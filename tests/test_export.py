@@ -101,7 +101,8 @@ def arrays(bed_store):
     """The BED store's arrays, loaded whole (the exports never do this)."""
     ds = fastism_dist.open_results(bed_store)
     return {name: ds[name].values for name in
-            ["y", "y_ref", "profile", "profile_ref", "ref_base", "base", "start", "end", "strand", "chrom"]}
+            ["y", "y_ref", "profile", "profile_ref", "ref_base", "base", "start", "end", "strand", "chrom",
+             "pad_left"]}
 
 
 def genome_letters():
@@ -216,7 +217,10 @@ def hand_track(arrays, values):
     for i in range(values.shape[0]):
         chrom, start, end = str(arrays["chrom"][i]), int(arrays["start"][i]), int(arrays["end"][i])
         for p in range(LENGTH):
-            coord = end - 1 - p if arrays["strand"][i] == "-" else start + p
+            base = p - int(arrays["pad_left"][i])  # genome bases of the (clipped) window
+            if not 0 <= base < end - start:
+                continue
+            coord = end - 1 - base if arrays["strand"][i] == "-" else start + base
             if not 0 <= coord < CHROM_LENGTHS[chrom] or np.isnan(values[i, p]):
                 continue
             key, rank = (chrom, coord), (abs(p - (LENGTH - 1) / 2), i)

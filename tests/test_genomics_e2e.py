@@ -132,10 +132,10 @@ def test_bed_with_genome(tmp_path, model_path, scheduler):
     assert run_cli(model_path, scheduler, BED, out, "--genome", GENOME, "--chunk-size", "2") == 0
     ds = open_results(out)
     assert list(ds["seq"].values) == ["chr1:125-175(+)", "chr1:425-475(-)", "chr2:1025-1075(.)",
-                                      "chr1:10-60(+)", "chr3:1465-1515(-)", "chr2:275-325(.)"]
+                                      "chr1:10-60(+)", "chr3:1465-1500(-)", "chr2:275-325(.)"]
     assert list(ds["chrom"].values) == ["chr1", "chr1", "chr2", "chr1", "chr3", "chr2"]
     assert list(ds["start"].values) == [125, 425, 1025, 10, 1465, 275]
-    assert list(ds["end"].values) == [175, 475, 1075, 60, 1515, 325]
+    assert list(ds["end"].values) == [175, 475, 1075, 60, 1500, 325]  # clipped to chr3's end
     assert list(ds["strand"].values) == ["+", "-", ".", "+", "-", "."]
     gc = assert_coordinates_match_genome(ds)
     np.testing.assert_array_equal(gc[0], 125 + np.arange(LENGTH))

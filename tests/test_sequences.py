@@ -317,7 +317,7 @@ def test_fasta_header_coordinates(tmp_path):
     src = open_sequences(path, length=6, resize=True)
     c = src.coords()
     assert list(c["chrom"]) == ["chr1", "chr2", "chr3"]
-    assert list(c["start"]) == [101, 11, 4] and list(c["end"]) == [107, 17, 10]
+    assert list(c["start"]) == [101, 11, 5] and list(c["end"]) == [107, 17, 9]  # chr3: padded
     assert list(c["strand"]) == ["+", "-", "."]
     assert genomic_position(c, 0, 0) == 101 and genomic_position(c, 1, 0) == 16
     assert genomic_position(c, 2, 0) == -1 and genomic_position(c, 2, 1) == 5  # padding, then chr3:5
@@ -345,7 +345,12 @@ def test_bed_windows_strands_and_padding(data):
     assert not x[4, :40].any()
     np.testing.assert_array_equal(x[4, 40:], one_hot(genome["chr3"][1440:])[::-1, ::-1])
     c = src.coords()
-    assert list(c["start"][:5]) == [100, 400, 1000, -15, 1440] and list(c["end"][:2]) == [200, 500]
+    # windows off a chromosome end are clipped to it, in their ids and coordinates
+    assert src.ids[3:5] == ["chr1:0-85(+)", "chr3:1440-1500(-)"]
+    assert list(c["start"][:5]) == [100, 400, 1000, 0, 1440]
+    assert list(c["end"][:5]) == [200, 500, 1100, 85, 1500]
+    assert genomic_position(c, 3, 15) == 0 and genomic_position(c, 3, 14) == -1
+    assert genomic_position(c, 4, 40) == 1499 and genomic_position(c, 4, 39) == -1
     assert list(c["strand"]) == ["+", "-", ".", "+", "-", "."]
     assert list(c["pad_left"]) == [0, 0, 0, 15, 40, 0] and not c["pad_right"].any()
 

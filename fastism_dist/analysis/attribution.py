@@ -344,11 +344,12 @@ def genomic_coordinate(ds):
     Returns
     -------
     DataArray of int64, shape (seq, pos)
-        0-based: ``start + pos`` on ``+`` / ``.`` strands, ``end - 1 - pos`` on ``-`` (the
-        sequence was reverse-complemented); ``-1`` where the sequence has no known coordinates
-        (no ``start`` in the store, an empty ``chrom``, or a negative ``start`` where the store
-        has no ``chrom``), at positions padded in off a chromosome end (``pad_left`` /
-        ``pad_right``, counted in sequence order) and at any negative coordinate.
+        0-based: ``start + i`` on ``+`` / ``.`` strands, ``end - 1 - i`` on ``-`` (the
+        sequence was reverse-complemented), where ``i = pos - pad_left`` counts the genome bases
+        of the window; ``-1`` where the sequence has no known coordinates (no ``start`` in the
+        store, an empty ``chrom``, or a negative ``start`` where the store has no ``chrom``), at
+        positions padded in off a chromosome end (``pad_left`` / ``pad_right``, counted in
+        sequence order) and at any negative coordinate.
     """
     like = next((ds[n] for n in output_names(ds)), None)
     pos = ds[POS].astype(np.int64)
@@ -366,11 +367,9 @@ def genomic_coordinate(ds):
             known = ds[CHROM] != ""
         else:
             known = start >= 0
-        if PAD_LEFT in ds.variables:
-            known = known & (pos >= ds[PAD_LEFT])
-        if PAD_RIGHT in ds.variables:
-            known = known & (pos < (end - start) - ds[PAD_RIGHT])
-        coord = xr.where(minus, end - 1 - pos, start + pos)
+        i = pos - ds[PAD_LEFT] if PAD_LEFT in ds.variables else pos  # genome bases in
+        known = known & (i >= 0) & (i < end - start)
+        coord = xr.where(minus, end - 1 - i, start + i)
         out = xr.where(known & (coord >= 0), coord, -1).astype(np.int64)
     out = out.transpose(SEQ, POS)
     out = _lazy(out, like if like is not None else out)

@@ -26,7 +26,7 @@ from fastism_dist.analysis.attribution import (
     top_window_start,
 )
 from fastism_dist.errors import FastISMError
-from fastism_dist.store import BASE, CHROM, END, POS, REF_BASE, SEQ, START, STRAND
+from fastism_dist.store import BASE, CHROM, END, PAD_LEFT, POS, REF_BASE, SEQ, START, STRAND
 
 __all__ = ["plot_ism", "plot_importance_track", "save_png"]
 
@@ -59,21 +59,22 @@ def _seq_index(ds, seq):
 
 
 def _seq_coords(ds, i):
-    """(chrom, start, end, strand) of sequence ``i``, or None when unknown."""
+    """(chrom, start, end, strand, pad_left) of sequence ``i``, or None when unknown."""
     if START not in ds.variables or CHROM not in ds.variables:
         return None
     chrom = str(np.asarray(ds[CHROM][i].values))
     start = int(ds[START][i].values)
     end = int(ds[END][i].values) if END in ds.variables else -1
     strand = str(np.asarray(ds[STRAND][i].values)) if STRAND in ds.variables else "."
+    pad_left = int(ds[PAD_LEFT][i].values) if PAD_LEFT in ds.variables else 0
     if not chrom or start < 0:
         return None
-    return chrom, start, end, strand
+    return chrom, start, end, strand, pad_left
 
 
 def _to_genomic(coords, pos):
-    _, start, end, strand = coords
-    return end - 1 - pos if strand == "-" else start + pos
+    _, start, end, strand, pad_left = coords
+    return end - 1 - (pos - pad_left) if strand == "-" else start + pos - pad_left
 
 
 def _window(positions, importance, window):

@@ -30,7 +30,8 @@ from fastism_dist.export.stream import (
     require_coordinates,
     seq_chunks,
 )
-from fastism_dist.store import BASE, CHROM, END, POS, REF_BASE, SEQ, START, read_params
+from fastism_dist.store import (BASE, CHROM, END, PAD_LEFT, PAD_RIGHT, POS, REF_BASE, SEQ, START,
+                                read_params)
 
 POSITION_RECORD = np.dtype([("coord", "<i8"), ("distance", "<i8"), ("seq", "<i8"), ("value", "<f4")])
 """One scored position: 0-based coordinate, twice its distance from its window's centre, the
@@ -106,6 +107,9 @@ def position_scores(part, output, score="l2", task=None):
 def centre_distances(part):
     """Twice the distance of each position from its window's centre, (B, L) int64."""
     length = (part[END].values - part[START].values).astype(np.int64)
+    for pad in (PAD_LEFT, PAD_RIGHT):  # a window clipped at a chromosome end
+        if pad in part.variables:
+            length = length + part[pad].values.astype(np.int64)
     pos = part[POS].values.astype(np.int64)
     return np.abs(2 * pos[None, :] - (length[:, None] - 1))
 

@@ -34,6 +34,7 @@ from fastism_dist.store import (
     ALT_ALLELE,
     CHROM,
     END,
+    PAD_LEFT,
     REF_ALLELE,
     SEQ,
     START,
@@ -65,6 +66,8 @@ def task_labels(da):
 def vcf_positions(part):
     """1-based genomic position of each sequence's variant, as in the VCF, (B,) int64."""
     in_window = part[VARIANT_POS].values.astype(np.int64)
+    if PAD_LEFT in part.variables:  # counted from the first genome base of a clipped window
+        in_window = in_window - part[PAD_LEFT].values.astype(np.int64)
     start = part[START].values.astype(np.int64)
     end = part[END].values.astype(np.int64)
     minus = as_text(part[STRAND].values) == "-" if STRAND in part.variables else False

@@ -51,7 +51,8 @@ class BedSource(GenomeWindowSource):
                 code.append(chroms.setdefault(chrom, len(chroms)))
                 start.append(window_start)
                 strand.append(STRANDS.index(st))
-                ids.append(f"{chrom}:{window_start}-{window_start + length}({st})")
+                span = max(window_start, 0), min(window_start + length, lengths[chrom])
+                ids.append(f"{chrom}:{span[0]}-{span[1]}({st})")  # the genome bases it holds
         if not ids:
             raise InputError(f"{path}: holds no sequences")
         src = cls(path, fasta, length, alphabet, ids)

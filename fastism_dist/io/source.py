@@ -70,7 +70,8 @@ class SequenceSource:
     alphabet : str
         Channel letters, ``C = len(alphabet)``.
     ids : list of str
-        One per sequence: FASTA names; ``chrom:start-end(strand)`` of the window for BED;
+        One per sequence: FASTA names; ``chrom:start-end(strand)`` of the window for BED
+        (clipped to the chromosome);
         ``chrom:pos:ref>alt`` for VCF (``pos`` 1-based, as in the VCF); ``seq<i>`` for ``.npy``.
         Made unique with a ``#k`` suffix where the input repeats one (with a warning).
     genome : str or None
@@ -218,20 +219,24 @@ class SequenceSource:
         -------
         dict of str to ndarray of shape (N,), or None
             ``chrom`` (object str, ``""`` when unknown), ``start`` and ``end`` (int64, the 0-based
-            half-open genomic interval of the window, ``-1`` when unknown; a window running off a
-            chromosome end keeps its nominal coordinates, which may lie outside the chromosome),
+            half-open genomic interval the sequence's genome bases come from, ``-1`` when unknown),
             ``strand`` (``"+"``, ``"-"`` or ``"."``), and ``pad_left`` / ``pad_right`` (int64, the
             number of padded all-zero rows at the start and end of the sequence as returned by
-            :meth:`read`, in sequence order). None for a source without coordinates.
+            :meth:`read`, in sequence order). A window that runs off a chromosome end is clipped
+            to it: ``end - start + pad_left + pad_right`` is the sequence length L. None for a
+            source without coordinates.
         """
         if self._coords is None:
             return None
         names, code, start, strand, pad_left, pad_right = self._coords
         known = code > 0
+        minus = strand == STRANDS.index("-")
+        before = np.where(minus, pad_right, pad_left)  # padding in genome order
+        after = np.where(minus, pad_left, pad_right)
         return {
             "chrom": np.array(names, dtype=object)[code],
-            "start": np.where(known, start, -1).astype(np.int64),
-            "end": np.where(known, start + self.length, -1).astype(np.int64),
+            "start": np.where(known, start + before, -1).astype(np.int64),
+            "end": np.where(known, start + self.length - after, -1).astype(np.int64),
             "strand": np.array(STRANDS, dtype=object)[strand],
             "pad_left": pad_left.astype(np.int64),
             "pad_right": pad_right.astype(np.int64),
@@ -336,20 +341,17 @@ def genomic_position(coords, seq_index, pos):
     Returns
     -------
     int or ndarray of int64
-        0-based genomic coordinate: ``start + pos`` on ``+`` / ``.``, ``end - 1 - pos`` on ``-``;
-        ``-1`` where the coordinates are unknown or the position is padding off a chromosome end.
+        0-based genomic coordinate: ``start + i`` on ``+`` / ``.``, ``end - 1 - i`` on ``-``,
+        where ``i = pos - pad_left`` counts genome bases; ``-1`` where the coordinates are
+        unknown or the position is padding off a chromosome end.
     """
     seq_index = np.asarray(seq_index)
-    pos = np.asarray(pos)
     start = np.asarray(coords["start"])[seq_index]
     end = np.asarray(coords["end"])[seq_index]
+    left = np.asarray(coords.get("pad_left", np.zeros_like(coords["start"])))[seq_index]
+    i = np.asarray(pos) - left
     minus = np.asarray(coords["strand"], dtype=object)[seq_index] == "-"
-    out = np.where(minus, end - 1 - pos, start + pos).astype(np.int64)
+    out = np.where(minus, end - 1 - i, start + i).astype(np.int64)
     unknown = np.asarray(coords["chrom"], dtype=object)[seq_index] == ""
-    if "pad_left" in coords:
-        length = end - start
-        left = np.asarray(coords["pad_left"])[seq_index]
-        right = np.asarray(coords["pad_right"])[seq_index]
-        unknown = unknown | (pos < left) | (pos >= length - right)
-    out = np.where(unknown, -1, out)
+    out = np.where(unknown | (i < 0) | (i >= end - start), -1, out)
     return int(out) if out.ndim == 0 else out
