@@ -258,7 +258,9 @@ def test_a_rewritten_genome_is_a_mismatch(tmp_path, tiny_model_path):
 def test_a_replaced_store_refuses_the_old_runs_chunks(tmp_path, tiny_model_path, fasta, clean_end20):
     """Two runs at once on one store, the second with --overwrite: the second's store is whole
     and clean, the first stops saying its store was replaced."""
-    many = write_fasta(tmp_path / "many.fa", random_letters(1500, LENGTH, seed=3))
+    # enough one-sequence chunks that the first run is still going when the second swaps its
+    # store in, however slow the machine (it stops at its first write after that)
+    many = write_fasta(tmp_path / "many.fa", random_letters(6000, LENGTH, seed=3))
     out = tmp_path / "shared.zarr"
     with open(tmp_path / "first.log", "w") as log:
         first = start(tiny_model_path, many, out, "--chunk-size", "1", log=log)

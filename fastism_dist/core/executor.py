@@ -54,6 +54,19 @@ class ResultSink:
         return ISMResult(self.ref, self.mut)
 
 
+class DiscardSink:
+    """A sink that keeps nothing (for warm-up calls)."""
+
+    def begin(self, ref, shape):
+        pass
+
+    def add(self, b, p, s, outputs):
+        pass
+
+    def finish(self):
+        return None
+
+
 def padded_size(n, batch_size, smallest=16, steps_per_octave=4):
     """Rows a call of ``n`` mutations is padded to: the smallest bucket holding ``n``, at most
     ``batch_size``. Buckets grow by 2 ** (1 / steps_per_octave), rounded up to multiples of 8
@@ -136,6 +149,27 @@ class ISMExecutor:
         x = validate_sequences(x, self.seq)
         others = validate_other_inputs(self.model, self.seq, other_inputs, len(x))
         return self._run(x, others, np.arange(self.spec.n_positions), sink)
+
+    def warm_up(self, x, other_inputs=None, max_mutations=None):
+        """Run ISM on ``x`` (B, L, C) at a few positions spread over the sequence, keeping
+        nothing, so that later calls find their TensorFlow functions traced.
+
+        Parameters
+        ----------
+        x : ndarray of shape (B, L, C)
+            Sequences like those that will be scored (B sets the traced cache shapes).
+        other_inputs : list or dict, optional
+            A multi-input model's other inputs for ``x``.
+        max_mutations : int, optional
+            About how many mutations to run. Default is four full calls.
+        """
+        x = validate_sequences(x, self.seq)
+        others = validate_other_inputs(self.model, self.seq, other_inputs, len(x))
+        budget = max_mutations or 4 * self.batch_size
+        per_position = len(x) * len(self.spec.substitutions)
+        n = int(np.clip(budget // per_position, 1, self.spec.n_positions))
+        positions = np.unique(np.linspace(0, self.spec.n_positions - 1, n).round().astype(int))
+        self._run(x, others, positions, DiscardSink())
 
     def _run(self, x, others, position_indices, sink=None):
         """ISM over the given indices into ``spec.positions`` (W = len(position_indices))."""

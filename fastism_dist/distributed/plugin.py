@@ -2,7 +2,8 @@
 
 The run's ``ISMWorkerPlugin`` travels once to every worker with the run's ``RunPlan`` (model
 path or bytes, sequence source, store, output plan: never arrays of data). Its ``setup`` loads
-the model, builds the executor and opens the store writer once per worker. A task carries only
+the model, builds the executor, warms it up (traces its functions on the run's first sequences)
+and opens the store writer once per worker, so no task pays for tracing. A task carries only
 its chunk index and row range: the worker reads its own rows, runs ISM into a ``ChunkSink``
 (which reduces each batch as it arrives and writes the chunk) and so marks the chunk done.
 """
@@ -71,12 +72,23 @@ class ISMWorkerPlugin(WorkerPlugin):
             self.executor = executor_class(run.method)(
                 path, start=run.spec.start, end=run.spec.end, batch_size=run.batch_size,
                 safe_mode=run.safe_mode, seq_input=run.seq_input)
+        self._warm_up()
         self.writer = open_writer(run.target, run.store_id)
         if run.alt:
             self.alt_alleles = AltAlleles(self._call_model, self.executor.output_names,
                                           run.source.variants(), run.source.alphabet,
                                           run.output_plan)
         self._lock = threading.Lock()
+
+    def _warm_up(self):
+        """Trace the executor's functions before the first task: ISM at a few positions of the
+        run's first sequence, as a batch of one and of two (after two batch sizes TensorFlow
+        traces for any, so a task of any chunk size does not trace again)."""
+        n = min(2, self.run.n_sequences)
+        x = np.asarray(self.run.source.read(np.arange(n)), dtype=np.float32)
+        others = None if self.run.other_inputs is None else self.run.other_inputs.read(slice(0, n))
+        for size in sorted({1, n}):
+            self.executor.warm_up(x[:size], None if others is None else [o[:size] for o in others])
 
     def teardown(self, worker=None):
         self._clear()
