@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastism_dist.core import (MutationSpec, find_sequence_input, load_model, make_mutation_spec,
-                               output_names)
+from fastism_dist.core import (MutationSpec, check_views, find_sequence_input, load_model,
+                               make_mutation_spec, make_views, output_names, output_resolutions,
+                               parse_shifts, start_range)
 from fastism_dist.distributed.inputs import (InputDescription, check_source, describe,
                                              open_source, store_coords)
 from fastism_dist.distributed.model import (EXECUTORS, client_tensorflow, is_model_file,
@@ -90,6 +91,11 @@ class RunPlan:
     staged : bool
         ``target`` is the unfinished new store of an earlier run with the same parameters,
         continued rather than created.
+    rc : bool
+        Average every output with that of the reverse-complemented sequence. Default is False.
+    shifts : tuple of int
+        Average over the sequence shifted by each of these positions (see
+        ``fastism_dist.core.views``). Default is ``(0,)``: no shift.
     """
 
     out: str
@@ -113,6 +119,8 @@ class RunPlan:
     target: str | None = None
     store_id: str | None = None
     staged: bool = False
+    rc: bool = False
+    shifts: tuple = (0,)
 
     def __post_init__(self):
         if self.target is None:
@@ -124,6 +132,11 @@ class RunPlan:
     def replaces(self):
         """True when the run's store is swapped in at ``out`` once every chunk is done."""
         return self.target != self.out
+
+    @property
+    def averaged(self):
+        """True when outputs are averaged over the reverse complement or shifts."""
+        return self.rc or tuple(self.shifts) != (0,)
 
     @property
     def n_sequences(self):
@@ -150,13 +163,21 @@ class RunPlan:
             "alt": True if self.alt else None,
             "dtype": self.dtype,
             "chunk_size": int(self.chunk_size),
+            **self.view_params(),
         }
+
+    def view_params(self):
+        """``rc`` / ``shifts`` where set: a run without them has no such keys."""
+        params = {"rc": True} if self.rc else {}
+        if tuple(self.shifts) != (0,):
+            params["shifts"] = [int(k) for k in self.shifts]
+        return params
 
 
 def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, end=None,
              method="fast", genome=None, outputs=None, tasks=None, reduce=None,
              dtype="float32", overwrite=False, safe_mode=True, resize=False,
-             skip_mismatches=False, alphabet="ACGT"):
+             skip_mismatches=False, alphabet="ACGT", rc=False, shifts=None):
     """Validate a run and compare it with an existing store; writes nothing.
 
     Where the store goes is checked first (a ``memory://`` store is refused; a local folder must
@@ -202,6 +223,12 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         Keras safe mode when loading the model (False allows Lambda layers). Default is True.
     resize, skip_mismatches, alphabet
         Passed to ``open_sequences``.
+    rc : bool
+        Store the mean of each output over the sequence and its reverse complement (ACGT
+        alphabets only). Default is False.
+    shifts : int, str or sequence of int, optional
+        Also average over the sequence shifted by these positions: ``n`` means ``-n..n``, a list
+        (``"-1,0,1"``, ``(0, 2)``) exactly those. Default is no shift.
 
     Returns
     -------
@@ -216,6 +243,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     out = store_path(out)
     check_out_location(out, overwrite)
     _check_settings(chunk_size, batch_size, dtype, method)
+    shifts = parse_shifts(shifts)
     if is_model_file(model):
         client_tensorflow()
     keras_model = load_model(model, safe_mode=safe_mode)
@@ -225,6 +253,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     output_plan = _output_plan(keras_model, seq, outputs, tasks, reduce, model_path)
     source = open_source(input, genome, seq.length, resize, skip_mismatches, alphabet)
     check_source(source, input, seq.length, seq.channels)
+    rc, shifts = _check_views(keras_model, seq, spec, rc, shifts, source.alphabet)
     variants = source.variants()
     attrs = _store_attrs(source, variants, output_plan.outputs, input)
     state = store_state(out)
@@ -234,7 +263,8 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         chunk_size = read_chunk_size(out)
     if chunk_size is None:
         chunk_size = auto_chunk_size(len(source), spec.n_positions, len(spec.substitutions),
-                                     list(output_plan.shapes.values()), dtype)
+                                     _chunk_shapes(keras_model, seq, output_plan, rc, shifts),
+                                     dtype)
     run = RunPlan(
         out=out, source=source,
         input=InputDescription.of(input, source, genome, resize, skip_mismatches),
@@ -243,13 +273,33 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         output_plan=output_plan, bases=tuple(str(b) for b in source.alphabet),
         chunk_size=int(chunk_size), dtype=dtype, batch_size=batch_size, safe_mode=safe_mode,
         alt=variants is not None, state=state, resume=resume, attrs=attrs,
-        store_id=stored_run_id(out) if resume else None,
+        store_id=stored_run_id(out) if resume else None, rc=rc, shifts=shifts,
     )
     if resume:
         check_params(out, run.params())
     if overwrite and state in ("store", "zarr") and not is_url(out):
         run = _beside(run)
     return run
+
+
+def _check_views(keras_model, seq, spec, rc, shifts, bases):
+    """(rc, shifts) checked against the alphabet, the positions and the outputs' length axes."""
+    shifts = parse_shifts(shifts)
+    rc = bool(rc)
+    check_views(rc, shifts, seq.length, seq.channels, "".join(str(b) for b in bases))
+    views = make_views(rc, shifts)
+    for strand in sorted({v.rc for v in views}):
+        start_range(views, spec.positions, seq.length, spec.width, strand)
+    output_resolutions(seq.length, list(output_shapes(keras_model, seq).values()), shifts)
+    return rc, shifts
+
+
+def _chunk_shapes(keras_model, seq, output_plan, rc, shifts):
+    """Per-sequence shapes sizing a chunk: stored ones, or every raw output when averaging
+    (the workers then hold one chunk's raw outputs)."""
+    if not rc and tuple(shifts) == (0,):
+        return list(output_plan.shapes.values())
+    return list(output_shapes(keras_model, seq).values())
 
 
 def _beside(run):
