@@ -182,3 +182,5 @@ def test_bad_settings_are_one_line_errors(scalar_model):
         AveragedISM(scalar_model, rc=True, bases="ACGU".replace("U", "N"))
     with pytest.raises(MutationSpecError, match="shorter than"):
         AveragedISM(scalar_model, shifts=(0, L))
+    with pytest.raises(MutationSpecError, match="shifted out"):
+        AveragedISM(scalar_model, shifts=(12,), start=14, end=20, check=False)

@@ -18,7 +18,7 @@ from fastism_dist.core.report import format_report, plan_report
 from fastism_dist.core.rules import (LOCAL, MERGE, POSITION_WISE, STOP, Merge, PositionWise, Rule,
                                      Stop, Window, register_rule)
 from fastism_dist.core.views import (View, check_views, make_views, output_resolutions,
-                                     parse_shifts, start_range)
+                                     parse_shifts, strand_ranges)
 
 __all__ = [
     "FastISM", "NaiveISM", "AveragedISM", "ISMExecutor", "ISMResult", "ResultSink", "padded_size",
@@ -28,6 +28,6 @@ __all__ = [
     "SequenceInput", "find_sequence_input", "load_model", "output_names", "with_compute_dtype",
     "MutationSpec", "make_mutation_spec", "validate_sequences", "validate_other_inputs",
     "View", "make_views", "check_views", "output_resolutions", "parse_shifts",
-    "start_range",
+    "strand_ranges",
     "TOLERANCES", "Tolerance", "self_check", "plan_report", "format_report",
 ]

@@ -22,8 +22,8 @@ from fastism_dist.core.model import find_sequence_input, load_model
 from fastism_dist.core.mutations import (changed_mutations, make_mutation_spec,
                                          validate_other_inputs, validate_sequences)
 from fastism_dist.core.views import (back_map, check_views, make_views, output_resolutions,
-                                     parse_shifts, rc_substitutions, start_range, view_sequences,
-                                     view_starts)
+                                     parse_shifts, rc_substitutions, strand_ranges,
+                                     view_sequences, view_starts)
 
 
 class AveragedISM:
@@ -68,16 +68,14 @@ class AveragedISM:
 
     def _strand_executors(self, executor, seq_input, safe_mode, options):
         """{rc: executor or None} covering every view's window starts on that strand."""
-        spec, length = self.spec, self.seq.length
+        spec = self.spec
+        spans = strand_ranges(self.views, spec.positions, self.seq.length, spec.width)
         built = {}
-        for strand in sorted({v.rc for v in self.views}):
-            span = start_range(self.views, spec.positions, length, spec.width, strand)
+        for strand, span in spans.items():
             subs = rc_substitutions(spec.substitutions) if strand else spec.substitutions
             built[strand] = None if span is None else executor(
                 self.model, start=span[0], end=span[1], substitutions=subs, seq_input=seq_input,
                 safe_mode=safe_mode, **options)
-        if all(e is None for e in built.values()):
-            raise ValueError("no view holds a mutated position")  # start_range prevents it
         return built
 
     def __call__(self, x, other_inputs=None, sink=None):

@@ -191,6 +191,17 @@ def start_range(views, starts, length, width, rc):
     return int(where.min()), int(where.max()) + 1
 
 
+def strand_ranges(views, starts, length, width):
+    """``{rc: start_range(...)}`` for each strand of ``views``; raises ``MutationSpecError``
+    where every mutated position is shifted out of every view."""
+    ranges = {strand: start_range(views, starts, length, width, strand)
+              for strand in sorted({v.rc for v in views})}
+    if all(r is None for r in ranges.values()):
+        raise MutationSpecError(f"--shifts {','.join(str(v.shift) for v in views)}: every "
+                                "mutated position is shifted out of the sequence")
+    return ranges
+
+
 def output_resolutions(length, shapes, shifts):
     """Resolution ``r`` (bases per bin) of each output's length axis; None for outputs without.
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from fastism_dist.core import (MutationSpec, check_views, find_sequence_input, load_model,
                                make_mutation_spec, make_views, output_names, output_resolutions,
-                               parse_shifts, start_range)
+                               parse_shifts, strand_ranges)
 from fastism_dist.distributed.inputs import (InputDescription, check_source, describe,
                                              open_source, store_coords)
 from fastism_dist.distributed.model import (EXECUTORS, client_tensorflow, is_model_file,
@@ -287,9 +287,7 @@ def _check_views(keras_model, seq, spec, rc, shifts, bases):
     shifts = parse_shifts(shifts)
     rc = bool(rc)
     check_views(rc, shifts, seq.length, seq.channels, "".join(str(b) for b in bases))
-    views = make_views(rc, shifts)
-    for strand in sorted({v.rc for v in views}):
-        start_range(views, spec.positions, seq.length, spec.width, strand)
+    strand_ranges(make_views(rc, shifts), spec.positions, seq.length, spec.width)
     output_resolutions(seq.length, list(output_shapes(keras_model, seq).values()), shifts)
     return rc, shifts
 
