@@ -123,7 +123,7 @@ def test_profile_outputs_flipped_and_shifted_back(profile_model, executor):
 
 def test_profile_bins_refuse_odd_shifts(profile_model):
     with pytest.raises(MutationSpecError, match="bin") as err:
-        AveragedISM(profile_model, shifts=1, check=False)(random_one_hot(1, L))
+        AveragedISM(profile_model, shifts=1, check=False)
     assert "\n" not in str(err.value)
 
 

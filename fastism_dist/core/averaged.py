@@ -58,13 +58,20 @@ class AveragedISM:
         self.spec = make_mutation_spec(self.seq.length, self.seq.channels, start, end,
                                        substitutions)
         self.views = make_views(self.rc, self.shifts)
+        self._resolutions = self._known_resolutions()
         self.skip_identity = bool(options.get("skip_identity", True))
         self.executors = self._strand_executors(executor, seq_input, safe_mode, options)
         first = next(e for e in self.executors.values() if e is not None)
         self.output_names, self.batch_size = first.output_names, first.batch_size
         self.method = executor.method
-        self._resolutions = None
         self._predict = None
+
+    def _known_resolutions(self):
+        """Length-axis resolutions where the model declares every output shape, else None."""
+        shapes = [tuple(t.shape[1:]) for t in self.model.outputs]
+        if any(d is None for shape in shapes for d in shape):
+            return None  # found from the first reference outputs
+        return output_resolutions(self.seq.length, shapes, self.shifts)
 
     def _strand_executors(self, executor, seq_input, safe_mode, options):
         """{rc: executor or None} covering every view's window starts on that strand."""
