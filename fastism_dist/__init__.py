@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FastISM",
     "NaiveISM",
+    "AveragedISM",
     "ISMResult",
     "score",
     "open_results",
@@ -32,6 +33,7 @@ __all__ = [
 _LAZY = {
     "FastISM": "fastism_dist.core",
     "NaiveISM": "fastism_dist.core",
+    "AveragedISM": "fastism_dist.core",
     "ISMResult": "fastism_dist.core",
     "score": "fastism_dist.distributed.engine",
     "open_results": "fastism_dist.analysis",

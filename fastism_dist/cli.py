@@ -34,24 +34,21 @@ LOGGED_COMMANDS = ("score", "inspect", "demo")
 KEPT_LOGS = 20
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum, what):
+    """An argparse type: an int >= ``minimum``, else an error naming ``what``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 # --------------------------------------------------------------------------- score
@@ -99,6 +96,11 @@ def add_score_parser(subparsers):
                      help="mutate positions A..B-1 (default: the whole sequence)")
     run.add_argument("--method", choices=["fast", "naive"], default="fast",
                      help="ISM executor (default: fast)")
+    run.add_argument("--rc", action="store_true", help="average over each sequence and its "
+                     "reverse complement, mutations mapped to forward coordinates (ACGT only)")
+    run.add_argument("--shifts", metavar="N|K[,..]",
+                     help="also average over the sequence shifted by -N..N positions, or by the "
+                          "listed ones (-1,0,1); vacated positions are N (default: none)")
     run.add_argument("--outputs", metavar="NAMES",
                      help="comma-separated model outputs (names or indices) to store (default: all)")
     run.add_argument("--tasks", metavar="I|NAME[,..]",
@@ -168,7 +170,7 @@ def _security(args):
 SCORE_KEYWORDS = (
     "workers", "threads_per_worker", "gpus", "scheduler", "retries",
     "chunk_size", "batch_size", "start", "end", "method", "outputs", "tasks", "reduce", "dtype",
-    "overwrite", "genome", "resize", "skip_mismatches", "alphabet",
+    "overwrite", "genome", "resize", "skip_mismatches", "alphabet", "rc", "shifts",
 )
 def score_keywords(args):
     """The ``score()`` keywords of parsed ``score`` arguments: where every flag is mapped."""
@@ -449,9 +451,19 @@ def run_command(args, log):
         return EXIT_BUG, True
 
 
+def _join_negative_values(argv):
+    """``--shifts -1,0,1`` -> ``--shifts=-1,0,1`` (argparse would take -1,0,1 for a flag)."""
+    out = []
+    for arg in argv:
+        joined = out and out[-1] == "--shifts" and arg[:1] == "-" and arg[1:2].isdigit()
+        out[-1:] = [f"--shifts={arg}"] if joined else out[-1:] + [arg]
+    return out
+
+
 def main(argv=None):
     """Run the command line; returns the exit code."""
     parser = build_parser()
+    argv = _join_negative_values(sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors

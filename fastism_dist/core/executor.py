@@ -11,7 +11,8 @@ from typing import NamedTuple
 import numpy as np
 
 from fastism_dist.core.model import find_sequence_input, load_model, output_names, with_compute_dtype
-from fastism_dist.core.mutations import make_mutation_spec, validate_other_inputs, validate_sequences
+from fastism_dist.core.mutations import (changed_mutations, make_mutation_spec,
+                                         validate_other_inputs, validate_sequences)
 from fastism_dist.errors import MutationSpecError
 
 DEFAULT_BATCH_SIZE = 256
@@ -170,6 +171,18 @@ class ISMExecutor:
         n = int(np.clip(budget // per_position, 1, self.spec.n_positions))
         positions = np.unique(np.linspace(0, self.spec.n_positions - 1, n).round().astype(int))
         self._run(x, others, positions, DiscardSink())
+    def run_positions(self, x, position_indices, other_inputs=None, sink=None):
+        """ISM of ``x`` (B, L, C) at some of the mutated positions only.
+
+        ``position_indices`` (W',) index ``spec.positions``, in any order, possibly none (then
+        only the reference is computed); ``sink.add`` gets positions as indices into it.
+        """
+        x = validate_sequences(x, self.seq)
+        others = validate_other_inputs(self.model, self.seq, other_inputs, len(x))
+        indices = np.asarray(position_indices, dtype=np.int64).reshape(-1)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.spec.n_positions):
+            raise MutationSpecError(f"position indices must lie in 0..{self.spec.n_positions - 1}")
+        return self._run(x, others, indices, sink)
 
     def _run(self, x, others, position_indices, sink=None):
         """ISM over the given indices into ``spec.positions`` (W = len(position_indices))."""
@@ -177,6 +190,8 @@ class ISMExecutor:
         ref = [np.asarray(r) for r in self._reference(x, others)]
         triples = self._plan_mutations(x, position_indices)
         sink.begin(ref, (len(x), len(position_indices), len(self.spec.substitutions)))
+        if len(triples) == 0:
+            return sink.finish()
         self._begin(-(-len(triples) // self.batch_size))
         for group, batch in self._batches(triples, position_indices):
             outs = self._mutants(*self._padded(batch, position_indices), group)
@@ -187,13 +202,10 @@ class ISMExecutor:
     def _plan_mutations(self, x, position_indices):
         """(N, 3) int array of (b, local position, s) mutations that are not identity edits."""
         subs = self.spec.substitutions
-        width = self.spec.width
-        starts = self.spec.positions[position_indices]
-        windows = np.stack([x[:, p:p + width] for p in starts], axis=1)  # (B, W, w, C)
-        identity = np.all(windows[:, :, None] == subs[None, None], axis=(-2, -1))  # (B, W, S)
         if not self.skip_identity:
-            identity[:] = False
-        return np.argwhere(~identity).astype(np.int32)
+            shape = (len(x), len(position_indices), len(subs))
+            return np.argwhere(np.ones(shape, dtype=bool)).astype(np.int32)
+        return changed_mutations(x, self.spec.positions[position_indices], subs)
 
     def _batches(self, triples, position_indices):
         """(group, rows) pairs: the (N, 3) mutations in calls of at most ``batch_size`` rows."""

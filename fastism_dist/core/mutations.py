@@ -72,6 +72,24 @@ def _normalise_substitutions(substitutions, channels):
     return subs
 
 
+def changed_mutations(x, starts, substitutions):
+    """(N, 3) int32 (b, position index, s) of the mutations that change the sequence.
+
+    Parameters
+    ----------
+    x : ndarray of shape (B, L, C)
+    starts : ndarray of int, shape (W,)
+        Window starts.
+    substitutions : ndarray of shape (S, w, C)
+    """
+    width = substitutions.shape[1]
+    if len(starts) == 0:
+        return np.zeros((0, 3), dtype=np.int32)
+    windows = np.stack([x[:, p:p + width] for p in starts], axis=1)  # (B, W, w, C)
+    identity = np.all(windows[:, :, None] == substitutions[None, None], axis=(-2, -1))  # (B, W, S)
+    return np.argwhere(~identity).astype(np.int32)
+
+
 def validate_sequences(x, seq):
     """Return ``x`` as a float32 array of shape (B, L, C) or raise ``InputError``."""
     x = np.asarray(x)

@@ -51,7 +51,8 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
     **run_options
         What to compute and store, passed to ``plan_run``: ``chunk_size``, ``batch_size``,
         ``start``, ``end``, ``method``, ``genome``, ``outputs``, ``tasks``, ``reduce``,
-        ``dtype``, ``overwrite``, ``safe_mode``, ``resize``, ``skip_mismatches``, ``alphabet``.
+        ``dtype``, ``overwrite``, ``safe_mode``, ``resize``, ``skip_mismatches``, ``alphabet``,
+        ``rc`` and ``shifts`` (average over the reverse complement and shifts; see README).
 
     Returns
     -------

@@ -19,6 +19,7 @@ from functools import partial
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
+from fastism_dist.core import AveragedISM
 from fastism_dist.distributed.model import executor_class, model_file
 from fastism_dist.distributed.settings import WORKER_ENV
 from fastism_dist.distributed.sink import ChunkSink, reference_letters
@@ -69,9 +70,7 @@ class ISMWorkerPlugin(WorkerPlugin):
         threads = int(getattr(getattr(worker, "state", None), "nthreads", 0) or 1)
         configure_tensorflow(threads)
         with model_file(run.model_ref) as path:
-            self.executor = executor_class(run.method)(
-                path, start=run.spec.start, end=run.spec.end, batch_size=run.batch_size,
-                safe_mode=run.safe_mode, seq_input=run.seq_input)
+            self.executor = build_executor(run, path)
         self._warm_up()
         self.writer = open_writer(run.target, run.store_id)
         if run.alt:
@@ -94,7 +93,10 @@ class ISMWorkerPlugin(WorkerPlugin):
         self._clear()
 
     def _call_model(self, x):
-        """The executor's model on ``x`` (n, L, C): list of (n, *out_k) float32 arrays."""
+        """The executor's model on ``x`` (n, L, C): list of (n, *out_k) float32 arrays; averaged
+        over the views like the mutants where the run averages."""
+        if isinstance(self.executor, AveragedISM):
+            return self.executor.predict(x)
         if self._predict is None:
             import tensorflow as tf
 
@@ -135,6 +137,17 @@ class ISMWorkerPlugin(WorkerPlugin):
         return {"chunk": int(chunk_index), "sequences": written["sequences"],
                 "mutations": written["mutations"], "ism_s": t_ism,
                 "seconds": time.perf_counter() - t0}
+
+
+def build_executor(run, path):
+    """The run's ISM executor on the model file ``path``: ``AveragedISM`` around the run's
+    method where it averages over the reverse complement or shifts."""
+    options = dict(start=run.spec.start, end=run.spec.end, batch_size=run.batch_size,
+                   safe_mode=run.safe_mode, seq_input=run.seq_input)
+    if not run.averaged:
+        return executor_class(run.method)(path, **options)
+    return AveragedISM(path, rc=run.rc, shifts=run.shifts, executor=executor_class(run.method),
+                       bases="".join(run.bases), **options)
 
 
 def configure_tensorflow(threads):

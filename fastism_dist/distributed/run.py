@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastism_dist.core import (MutationSpec, find_sequence_input, load_model, make_mutation_spec,
-                               output_names)
+from fastism_dist.core import (MutationSpec, check_views, find_sequence_input, load_model,
+                               make_mutation_spec, make_views, output_names, output_resolutions,
+                               parse_shifts, strand_ranges)
 from fastism_dist.distributed.inputs import (InputDescription, check_source, describe,
                                              open_source, store_coords)
 from fastism_dist.distributed.model import (EXECUTORS, client_tensorflow, is_model_file,
@@ -95,6 +96,11 @@ class RunPlan:
         The model's sequence input (index or name). Default is 0.
     other_inputs : OtherInputs or None
         A multi-input model's other inputs, one row per sequence. Default is None.
+    rc : bool
+        Average every output with that of the reverse-complemented sequence. Default is False.
+    shifts : tuple of int
+        Average over the sequence shifted by each of these positions (see
+        ``fastism_dist.core.views``). Default is ``(0,)``: no shift.
     """
 
     out: str
@@ -120,6 +126,8 @@ class RunPlan:
     staged: bool = False
     seq_input: int | str = 0
     other_inputs: object = None
+    rc: bool = False
+    shifts: tuple = (0,)
 
     def __post_init__(self):
         if self.target is None:
@@ -131,6 +139,11 @@ class RunPlan:
     def replaces(self):
         """True when the run's store is swapped in at ``out`` once every chunk is done."""
         return self.target != self.out
+
+    @property
+    def averaged(self):
+        """True when outputs are averaged over the reverse complement or shifts."""
+        return self.rc or tuple(self.shifts) != (0,)
 
     @property
     def n_sequences(self):
@@ -160,13 +173,22 @@ class RunPlan:
             "dtype": self.dtype,
             "chunk_size": int(self.chunk_size),
             **others,
+            **self.view_params(),
         }
+
+    def view_params(self):
+        """``rc`` / ``shifts`` where set: a run without them has no such keys."""
+        params = {"rc": True} if self.rc else {}
+        if tuple(self.shifts) != (0,):
+            params["shifts"] = [int(k) for k in self.shifts]
+        return params
 
 
 def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, end=None,
              method="fast", genome=None, outputs=None, tasks=None, reduce=None,
              dtype="float32", overwrite=False, safe_mode=True, resize=False,
-             skip_mismatches=False, alphabet="ACGT", seq_input=0, other_inputs=None):
+             skip_mismatches=False, alphabet="ACGT", seq_input=0, other_inputs=None, rc=False,
+             shifts=None):
     """Validate a run and compare it with an existing store; writes nothing.
 
     Where the store goes is checked first (a ``memory://`` store is refused; a local folder must
@@ -218,6 +240,12 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         A multi-input model's other inputs, one row per sequence (held fixed while its sequence
         is mutated): a ``.npy`` file (one other input), a ``.npz`` file keyed by input name, or
         arrays (a dict by name, or a list in the model's input order). Not with VCF inputs.
+    rc : bool
+        Store the mean of each output over the sequence and its reverse complement (ACGT
+        alphabets only). Default is False.
+    shifts : int, str or sequence of int, optional
+        Also average over the sequence shifted by these positions: ``n`` means ``-n..n``, a list
+        (``"-1,0,1"``, ``(0, 2)``) exactly those. Default is no shift.
 
     Returns
     -------
@@ -232,6 +260,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     out = store_path(out)
     check_out_location(out, overwrite)
     _check_settings(chunk_size, batch_size, dtype, method)
+    shifts = parse_shifts(shifts)
     if is_model_file(model):
         client_tensorflow()
     keras_model = load_model(model, safe_mode=safe_mode)
@@ -242,6 +271,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     source = open_source(input, genome, seq.length, resize, skip_mismatches, alphabet)
     check_source(source, input, seq.length, seq.channels)
     others = plan_other_inputs(keras_model, seq, other_inputs, len(source))
+    rc, shifts = _check_views(keras_model, seq, spec, rc, shifts, source.alphabet)
     variants = source.variants()
     if variants is not None and others is not None:
         raise FastISMError(f"{describe(input)}: VCF inputs cannot be scored with other inputs "
@@ -254,7 +284,8 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         chunk_size = read_chunk_size(out)
     if chunk_size is None:
         chunk_size = auto_chunk_size(len(source), spec.n_positions, len(spec.substitutions),
-                                     list(output_plan.shapes.values()), dtype)
+                                     _chunk_shapes(keras_model, seq, output_plan, rc, shifts),
+                                     dtype)
     run = RunPlan(
         out=out, source=source,
         input=InputDescription.of(input, source, genome, resize, skip_mismatches),
@@ -265,12 +296,31 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         alt=variants is not None, state=state, resume=resume, attrs=attrs,
         store_id=stored_run_id(out) if resume else None,
         seq_input=seq.name if others is not None else seq.index, other_inputs=others,
+        rc=rc, shifts=shifts,
     )
     if resume:
         check_params(out, run.params())
     if overwrite and state in ("store", "zarr") and not is_url(out):
         run = _beside(run)
     return run
+
+
+def _check_views(keras_model, seq, spec, rc, shifts, bases):
+    """(rc, shifts) checked against the alphabet, the positions and the outputs' length axes."""
+    shifts = parse_shifts(shifts)
+    rc = bool(rc)
+    check_views(rc, shifts, seq.length, seq.channels, "".join(str(b) for b in bases))
+    strand_ranges(make_views(rc, shifts), spec.positions, seq.length, spec.width)
+    output_resolutions(seq.length, list(output_shapes(keras_model, seq).values()), shifts)
+    return rc, shifts
+
+
+def _chunk_shapes(keras_model, seq, output_plan, rc, shifts):
+    """Per-sequence shapes sizing a chunk: stored ones, or every raw output when averaging
+    (the workers then hold one chunk's raw outputs)."""
+    if not rc and tuple(shifts) == (0,):
+        return list(output_plan.shapes.values())
+    return list(output_shapes(keras_model, seq).values())
 
 
 def _beside(run):
