@@ -249,9 +249,8 @@ def test_bigwig_l2_track_by_the_nearest_window_centre(tmp_path, bed_store, array
     chroms, got = read_track(track.path)
     assert set(got) == set(want) and track.n_positions == len(want)
     np.testing.assert_allclose([got[k] for k in sorted(want)], [want[k] for k in sorted(want)], rtol=1e-5)
-    # without a genome: the largest coordinate scored on each chromosome, and the file says so
-    assert chroms == track.chrom_sizes == {"chr1": 210, "chr2": 350, "chr3": 1500}
-    assert "largest coordinate" in track.sizes_from
+    # without --genome: the chromosome sizes the BED run recorded from its genome
+    assert chroms == track.chrom_sizes == CHROM_LENGTHS and "chrom_sizes" in track.sizes_from
     # only the '-' window b covers chr1:150-159: its position 170 - coord
     assert got[("chr1", 155)] == pytest.approx(l2[1, 15], rel=1e-5)
     # a tie at chr1:135 (position 35 of both c and b): the window earlier in the store (b) wins
@@ -294,6 +293,12 @@ def test_bigwig_header_from_the_store_and_wrong_sizes(tmp_path, bed_store):
     with pytest.raises(FastISMError, match=r"chromosome 'chr2' of the store is not in genome index"):
         export_bigwig(bed_store, tmp_path / "bad.bw", output="y", genome=str(fai), progress=False)
     assert not os.path.exists(tmp_path / "bad.bw")
+    # a store without sizes: the largest coordinate scored on each chromosome, and it says so
+    del group.attrs["chrom_sizes"]
+    zarr.consolidate_metadata(str(copy))
+    track = export_bigwig(copy, tmp_path / "largest.bw", output="y", progress=False)
+    assert track.chrom_sizes == {"chr1": 210, "chr2": 350, "chr3": 1500}
+    assert "largest coordinate" in track.sizes_from
 
 
 def test_bigwig_errors(tmp_path, bed_store, fasta_store, capsys):

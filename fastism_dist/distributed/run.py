@@ -380,8 +380,12 @@ def _output_plan(keras_model, seq, outputs, tasks, reduce, model_path=None):
 
 
 def _store_attrs(source, variants, outputs, input):
-    """Extra store attributes: skipped VCF records and, for VCF inputs, the ALT note."""
+    """Extra store attributes: chromosome sizes of a genome input, skipped VCF records and, for
+    VCF inputs, the ALT note."""
     attrs = {}
+    sizes = source.chrom_sizes() if hasattr(source, "chrom_sizes") else None
+    if sizes:  # for the headers of genome-coordinate exports (bigWig)
+        attrs["chrom_sizes"] = [[chrom, length] for chrom, length in sizes.items()]
     skipped = list(getattr(source, "skipped", None) or [])
     if skipped:  # VCF records not scored (symbolic, REF mismatch with --skip-mismatches, ...)
         attrs["skipped_records"] = skipped[:MAX_SKIPPED_LISTED]

@@ -221,6 +221,11 @@ class GenomeWindowSource(SequenceSource):
 
     needs_genome = True
 
+    def chrom_sizes(self):
+        """``{chrom: length}`` of the chromosomes the windows lie on, in the genome's order."""
+        used = set(self._coords[0][1:]) if self._coords is not None else set()
+        return {c: int(n) for c, n in self._genome.lengths().items() if c in used}
+
     def __init__(self, path, fasta, length, alphabet, ids):
         super().__init__(path, length, alphabet, ids)
         self.genome = fasta.path
