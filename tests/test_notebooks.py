@@ -122,6 +122,8 @@ def test_quickstart(tmp_path, monkeypatch, kernel_dir):
     files = tmp_path / "files"
     assert (files / "quickstart.zarr").is_dir() and (files / "region.zarr").is_dir()
     assert (files / "region.png").stat().st_size > 0
+    assert (files / "modisco" / "attr.npz").is_file() and (files / "region.bw").is_file()
+    assert "sizes from the store's 'chrom_sizes'" in out, out[-2000:]
 
 
 @pytest.mark.cluster
