@@ -88,6 +88,9 @@ def add_score_parser(subparsers):
     run = p.add_argument_group("what to compute")
     run.add_argument("--chunk-size", type=_positive_int, metavar="SEQS",
                      help="sequences per chunk and per task (default: the store's on resume, else automatic)")
+    run.add_argument("--read-chunk", type=_positive_int, metavar="SEQS",
+                     help="sequences per Zarr chunk inside each task's file (a shard; default: "
+                          "one chunk per task)")
     run.add_argument("--batch-size", type=_positive_int, metavar="MUTATIONS",
                      help="mutations per model call (default: 256)")
     run.add_argument("--start", type=int, default=0, metavar="A",
@@ -169,7 +172,7 @@ def _security(args):
 # ``score`` flags whose argparse destination is the ``score()`` keyword of the same name
 SCORE_KEYWORDS = (
     "workers", "threads_per_worker", "gpus", "scheduler", "retries",
-    "chunk_size", "batch_size", "start", "end", "method", "outputs", "tasks", "reduce", "dtype",
+    "chunk_size", "read_chunk", "batch_size", "start", "end", "method", "outputs", "tasks", "reduce", "dtype",
     "overwrite", "genome", "resize", "skip_mismatches", "alphabet", "rc", "shifts",
 )
 def score_keywords(args):

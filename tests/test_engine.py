@@ -431,3 +431,23 @@ def test_bad_reduce_and_tasks_fail_before_any_cluster(tmp_path, bpnet_path, bpne
             score(bpnet_path, bpnet_fasta, out, scheduler=nowhere, progress=False, **kwargs)
         assert "\n" not in str(err.value)
     assert not os.path.exists(out)
+
+
+def test_sharded_store_one_file_per_task(tmp_path, tiny_model_path, client):
+    """--read-chunk: each task writes one shard file holding chunks of read_chunk sequences;
+    the values equal in-process ISM, xarray reads the small chunks, and a resume with another
+    read_chunk is refused."""
+    fasta = write_fasta(tmp_path / "ten.fa", random_letters(10, LENGTH, seed=21))
+    out = str(tmp_path / "sharded.zarr")
+    score(tiny_model_path, fasta, out, client=client, chunk_size=4, read_chunk=2,
+          method="naive", progress=False)
+    ds = assert_store_equals(out, tiny_model_path, read_x(fasta))
+    assert ds["y"].chunks[0] == (2, 2, 2, 2, 2) and ds["y"].encoding["shards"][0] == 4
+    assert sorted(os.listdir(os.path.join(out, "y", "c"))) == ["0", "1", "2"]  # one per task
+    assert json.loads(ds.attrs["params"])["read_chunk"] == 2
+    with pytest.raises(StoreMismatchError, match="read_chunk"):
+        score(tiny_model_path, fasta, out, client=client, read_chunk=1, method="naive",
+              progress=False)
+    with pytest.raises(FastISMError, match="--read-chunk 3 must divide --chunk-size 4"):
+        score(tiny_model_path, fasta, str(tmp_path / "bad.zarr"), client=client, chunk_size=4,
+              read_chunk=3, progress=False)

@@ -96,6 +96,8 @@ class RunPlan:
         The model's sequence input (index or name). Default is 0.
     other_inputs : OtherInputs or None
         A multi-input model's other inputs, one row per sequence. Default is None.
+    read_chunk : int or None
+        Sequences per Zarr chunk inside each task's shard (None: one chunk per task).
     rc : bool
         Average every output with that of the reverse-complemented sequence. Default is False.
     shifts : tuple of int
@@ -128,6 +130,7 @@ class RunPlan:
     other_inputs: object = None
     rc: bool = False
     shifts: tuple = (0,)
+    read_chunk: int | None = None
 
     def __post_init__(self):
         if self.target is None:
@@ -174,6 +177,7 @@ class RunPlan:
             "chunk_size": int(self.chunk_size),
             **others,
             **self.view_params(),
+            **({} if self.read_chunk is None else {"read_chunk": int(self.read_chunk)}),
         }
 
     def view_params(self):
@@ -188,7 +192,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
              method="fast", genome=None, outputs=None, tasks=None, reduce=None,
              dtype="float32", overwrite=False, safe_mode=True, resize=False,
              skip_mismatches=False, alphabet="ACGT", seq_input=0, other_inputs=None, rc=False,
-             shifts=None):
+             shifts=None, read_chunk=None):
     """Validate a run and compare it with an existing store; writes nothing.
 
     Where the store goes is checked first (a ``memory://`` store is refused; a local folder must
@@ -240,6 +244,12 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         A multi-input model's other inputs, one row per sequence (held fixed while its sequence
         is mutated): a ``.npy`` file (one other input), a ``.npz`` file keyed by input name, or
         arrays (a dict by name, or a list in the model's input order). Not with VCF inputs.
+    read_chunk : int, optional
+        Sequences per Zarr chunk, smaller than the chunk size (which it must divide; an automatic
+        chunk size is rounded up to a multiple of it): each task then writes one Zarr shard, a
+        single file holding chunks of ``read_chunk`` sequences that readers fetch alone. For big
+        tasks (long runs on GPUs) this keeps the file count at one per task and variable while
+        reads stay small. Default is one Zarr chunk per task.
     rc : bool
         Store the mean of each output over the sequence and its reverse complement (ACGT
         alphabets only). Default is False.
@@ -259,7 +269,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     """
     out = store_path(out)
     check_out_location(out, overwrite)
-    _check_settings(chunk_size, batch_size, dtype, method)
+    _check_settings(chunk_size, batch_size, dtype, method, read_chunk)
     shifts = parse_shifts(shifts)
     if is_model_file(model):
         client_tensorflow()
@@ -286,6 +296,9 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         chunk_size = auto_chunk_size(len(source), spec.n_positions, len(spec.substitutions),
                                      _chunk_shapes(keras_model, seq, output_plan, rc, shifts),
                                      dtype)
+        if read_chunk is not None:
+            chunk_size = -(-max(chunk_size, read_chunk) // read_chunk) * read_chunk
+    read_chunk = _sharding(read_chunk, int(chunk_size), len(source))
     run = RunPlan(
         out=out, source=source,
         input=InputDescription.of(input, source, genome, resize, skip_mismatches),
@@ -296,7 +309,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         alt=variants is not None, state=state, resume=resume, attrs=attrs,
         store_id=stored_run_id(out) if resume else None,
         seq_input=seq.name if others is not None else seq.index, other_inputs=others,
-        rc=rc, shifts=shifts,
+        rc=rc, shifts=shifts, read_chunk=read_chunk,
     )
     if resume:
         check_params(out, run.params())
@@ -359,8 +372,9 @@ def check_out_location(out, overwrite=False):
                                f"({err.strerror or type(err).__name__})") from None
 
 
-def _check_settings(chunk_size, batch_size, dtype, method):
-    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size)):
+def _check_settings(chunk_size, batch_size, dtype, method, read_chunk=None):
+    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size),
+                        ("read_chunk", read_chunk)):
         if value is not None:
             check_count(name, value)
     if dtype not in DTYPES:
@@ -410,6 +424,15 @@ def _check_store(out, state, overwrite):
                                  "--overwrite (overwrite=True) to replace it")
 
 
+def _sharding(read_chunk, chunk_size, n_sequences):
+    """``read_chunk`` where it shards the store, else None; checked against ``chunk_size``."""
+    if read_chunk is None or min(read_chunk, n_sequences) >= min(chunk_size, n_sequences):
+        return None
+    if chunk_size % read_chunk:
+        raise FastISMError(f"--read-chunk {read_chunk} must divide --chunk-size {chunk_size}")
+    return int(read_chunk)
+
+
 def write_template(run):
     """Create the run's store at ``run.target``: coordinates, attributes and empty variables.
 
@@ -424,6 +447,7 @@ def write_template(run):
         coords=store_coords(run.source), dtype=run.dtype,
         overwrite=not run.replaces and run.state != "absent",
         dims=plan.dims, alt=run.alt, attrs=run.attrs, run_id=run.store_id,
+        read_chunk=run.read_chunk,
     )
 
 

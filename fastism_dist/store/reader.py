@@ -168,9 +168,10 @@ def chunk_slices(group, where):
     n = group[SEQ].shape[0]
     chunk_size = int(group.attrs[ATTR_CHUNK_SIZE])
     for name, arr in seq_arrays(group).items():
-        if arr.shape[0] != n or arr.chunks[0] != min(chunk_size, n) or arr.chunks[1:] != arr.shape[1:]:
+        files = task_blocks(arr)
+        if arr.shape[0] != n or files[0] != min(chunk_size, n) or files[1:] != arr.shape[1:]:
             raise ValueError(
-                f"{where}: array {name!r} has shape {arr.shape} and chunks {arr.chunks}; expected "
+                f"{where}: array {name!r} has shape {arr.shape} and chunks {files}; expected "
                 f"{n} sequences in chunks of {chunk_size} along {SEQ!r} and whole other dimensions"
             )
     done = group[DONE]
@@ -178,6 +179,12 @@ def chunk_slices(group, where):
         raise ValueError(f"{where}: {DONE!r} has shape {done.shape} and chunks {done.chunks}; "
                          f"expected one element per chunk of {chunk_size} sequences")
     return [slice(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
+
+
+def task_blocks(arr):
+    """The blocks one task writes whole: the array's shards where it is sharded, else its
+    chunks."""
+    return tuple(getattr(arr, "shards", None) or arr.chunks)
 
 
 def chunk_plan(path):

@@ -62,7 +62,7 @@ from fastism_dist.store.schema import (
 
 def create_template(path, *, ids, positions, bases, outputs, params, model_sha256, chunk_size,
                     coords=None, dtype="float32", overwrite=False, dims=None, alt=False,
-                    attrs=None, run_id=None):
+                    attrs=None, run_id=None, read_chunk=None):
     """Write the store's metadata, coordinates and empty variables; no data chunks.
 
     Parameters
@@ -102,6 +102,11 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
         Extra JSON-able attributes of the store.
     run_id : str, optional
         The run that owns the store (``attrs["run_id"]``): only its writers write chunks.
+    read_chunk : int, optional
+        Sequences per Zarr chunk, where smaller than ``chunk_size`` (a divisor of it): the
+        per-sequence arrays are then sharded, one shard (one file) per chunk of ``chunk_size``
+        sequences, written whole by one task, holding chunks of ``read_chunk`` sequences that
+        readers fetch alone. Default is one Zarr chunk (and file) per task.
 
     Returns
     -------
@@ -121,6 +126,7 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     positions = np.asarray(positions, dtype=np.int64)
     rows = min(chunk_size, n)
+    inner = _read_rows(read_chunk, chunk_size, rows)
     data_vars, encoding, dim_coords = _output_variables(
         outputs, dims or {}, (n, len(positions), len(bases)), rows, dtype, alt)
     data_vars[DONE] = ((CHUNK,), _lazy_full((n_chunks(n, chunk_size),), 0, np.int8, (1,)))
@@ -133,6 +139,8 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
     coord_vars.update(_per_seq_coords(coords or {}, n))
     coord_vars.update(dim_coords)
     encoding[REF_BASE] = {"chunks": (rows, len(positions))}
+    if inner < rows:
+        _shard(encoding, data_vars, coord_vars, rows, inner)
     all_attrs = _template_attrs(outputs, params, model_sha256, chunk_size, alt, attrs or {})
     if run_id is not None:
         all_attrs[ATTR_RUN_ID] = str(run_id)
@@ -150,6 +158,27 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
         shutil.rmtree(template, ignore_errors=True)
         raise
     return path
+
+
+def _read_rows(read_chunk, chunk_size, rows):
+    """Sequences per Zarr chunk: ``read_chunk`` (checked) or ``rows``."""
+    if read_chunk is None or int(read_chunk) >= rows:
+        return rows
+    read_chunk = int(read_chunk)
+    if read_chunk < 1 or chunk_size % read_chunk:
+        raise ValueError(f"read_chunk must be a positive divisor of chunk_size {chunk_size}, "
+                         f"got {read_chunk}")
+    return read_chunk
+
+
+def _shard(encoding, data_vars, coord_vars, rows, inner):
+    """Per-sequence variables in shards of ``rows`` sequences, chunks of ``inner``."""
+    for name, (dims, values) in {**data_vars, REF_BASE: coord_vars[REF_BASE]}.items():
+        if dims[0] != SEQ:
+            continue
+        encoding.setdefault(name, {})
+        encoding[name]["shards"] = (rows,) + tuple(values.shape[1:])
+        encoding[name]["chunks"] = (inner,) + tuple(values.shape[1:])
 
 
 def _write_metadata(ds, path, encoding, mode):
