@@ -49,10 +49,11 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
         Where the cluster's log lines and the local workers' stderr go (see ``ClusterChoice``);
         an error or interruption once the cluster is up names it. Default is the terminal.
     **run_options
-        What to compute and store, passed to ``plan_run``: ``chunk_size``, ``batch_size``,
-        ``start``, ``end``, ``method``, ``genome``, ``outputs``, ``tasks``, ``reduce``,
-        ``dtype``, ``overwrite``, ``safe_mode``, ``resize``, ``skip_mismatches``, ``alphabet``,
-        ``rc`` and ``shifts`` (average over the reverse complement and shifts; see README).
+        What to compute and store, passed to ``plan_run``: ``chunk_size``, ``read_chunk``,
+        ``batch_size``, ``start``, ``end``, ``method``, ``genome``, ``outputs``, ``tasks``,
+        ``reduce``, ``dtype``, ``overwrite``, ``safe_mode``, ``resize``, ``skip_mismatches``,
+        ``alphabet``, ``seq_input`` and ``other_inputs`` (multi-input models), ``rc`` and
+        ``shifts`` (average over the reverse complement and shifts; see README).
 
     Returns
     -------
