@@ -113,7 +113,7 @@ def test_default_shapes():
     assert tuple(long_range().output.shape) == (None, 128, 8)
 
 
-def test_basset_1kb_flops_match_design():
+def test_basset_1kb_multiply_adds_per_layer():
     macs = conv_dense_macs(basset(seq_len=1000))
     assert macs == {
         "conv1": 22_800_000,   # 1000 * 19 * 4 * 300
@@ -126,7 +126,7 @@ def test_basset_1kb_flops_match_design():
     assert round(sum(macs.values()) / 1e6) == 271
 
 
-def test_basset_2kb_flops_match_design():
+def test_basset_2kb_multiply_adds():
     assert round(sum(conv_dense_macs(basset(seq_len=2000)).values()) / 1e6) == 541
 
 
