@@ -18,6 +18,7 @@ from functools import partial
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
+from fastism_dist.distributed.ensemble_worker import EnsembleScorer
 from fastism_dist.distributed.model import executor_class, model_file
 from fastism_dist.distributed.settings import WORKER_ENV
 from fastism_dist.distributed.sink import ChunkSink, reference_letters
@@ -53,6 +54,7 @@ class ISMWorkerPlugin(WorkerPlugin):
         self.executor = None
         self.writer = None
         self.alt_alleles = None
+        self.ensemble = None
         self._lock = None
         self._predict = None
 
@@ -67,6 +69,10 @@ class ISMWorkerPlugin(WorkerPlugin):
         run = self.run
         threads = int(getattr(getattr(worker, "state", None), "nthreads", 0) or 1)
         configure_tensorflow(threads)
+        self._lock = threading.Lock()
+        if run.ensemble is not None:  # models are loaded group by group, by the tasks
+            self.ensemble = EnsembleScorer(run, self._lock)
+            return
         with model_file(run.model_ref) as path:
             self.executor = executor_class(run.method)(
                 path, start=run.spec.start, end=run.spec.end, batch_size=run.batch_size,
@@ -76,7 +82,6 @@ class ISMWorkerPlugin(WorkerPlugin):
             self.alt_alleles = AltAlleles(self._call_model, self.executor.output_names,
                                           run.source.variants(), run.source.alphabet,
                                           run.output_plan)
-        self._lock = threading.Lock()
 
     def teardown(self, worker=None):
         self._clear()

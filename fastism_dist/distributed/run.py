@@ -23,6 +23,8 @@ import numpy as np
 
 from fastism_dist.core import (MutationSpec, find_sequence_input, load_model, make_mutation_spec,
                                output_names)
+from fastism_dist.distributed.ensemble import (check_ensemble_params, check_options,
+                                               model_files, plan_ensemble)
 from fastism_dist.distributed.inputs import (InputDescription, check_source, describe,
                                              open_source, store_coords)
 from fastism_dist.distributed.model import (EXECUTORS, client_tensorflow, is_model_file,
@@ -90,6 +92,9 @@ class RunPlan:
     staged : bool
         ``target`` is the unfinished new store of an earlier run with the same parameters,
         continued rather than created.
+    ensemble : EnsembleSpec or None
+        The models of an ensemble run (``model_ref`` is then the first one's path and
+        ``model_sha256`` the ensemble's digest). Default is None: one model.
     """
 
     out: str
@@ -113,6 +118,7 @@ class RunPlan:
     target: str | None = None
     store_id: str | None = None
     staged: bool = False
+    ensemble: object = None
 
     def __post_init__(self):
         if self.target is None:
@@ -150,13 +156,14 @@ class RunPlan:
             "alt": True if self.alt else None,
             "dtype": self.dtype,
             "chunk_size": int(self.chunk_size),
+            **(self.ensemble.params() if self.ensemble is not None else {}),
         }
 
 
 def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, end=None,
              method="fast", genome=None, outputs=None, tasks=None, reduce=None,
              dtype="float32", overwrite=False, safe_mode=True, resize=False,
-             skip_mismatches=False, alphabet="ACGT"):
+             skip_mismatches=False, alphabet="ACGT", ensemble=None, group_size=None):
     """Validate a run and compare it with an existing store; writes nothing.
 
     Where the store goes is checked first (a ``memory://`` store is refused; a local folder must
@@ -164,8 +171,9 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
 
     Parameters
     ----------
-    model : keras.Model or str
-        The model, or a path to a ``.keras`` / ``.h5`` file (that every worker can read).
+    model : keras.Model, str or list of str
+        The model, or a path to a ``.keras`` / ``.h5`` file (that every worker can read); or an
+        ensemble: a list of model files, a directory of them or a glob (file-name order).
     input : str or SequenceSource
         FASTA, BED / VCF (with ``genome``) or ``.npy`` (N, L, C) file, or an opened source
         (a ``SequenceSource``, or an object with its ``read``, ``ids``, ``alphabet``, ``length``,
@@ -202,6 +210,11 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         Keras safe mode when loading the model (False allows Lambda layers). Default is True.
     resize, skip_mismatches, alphabet
         Passed to ``open_sequences``.
+    ensemble : {"mean", "keep"}, optional
+        For an ensemble: store the mean over the models (default), or every model along a
+        ``model`` dimension.
+    group_size : int, optional
+        For an ensemble: models per task (loaded together on a worker). Default is 8.
 
     Returns
     -------
@@ -216,6 +229,10 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     out = store_path(out)
     check_out_location(out, overwrite)
     _check_settings(chunk_size, batch_size, dtype, method)
+    members = model_files(model)
+    check_options(ensemble, group_size, members)
+    if members is not None:
+        model = members[0]
     if is_model_file(model):
         client_tensorflow()
     keras_model = load_model(model, safe_mode=safe_mode)
@@ -223,10 +240,17 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     spec = make_mutation_spec(seq.length, seq.channels, start, end)
     model_path = model if is_model_file(model) else None
     output_plan = _output_plan(keras_model, seq, outputs, tasks, reduce, model_path)
+    spec_ens = None if members is None else plan_ensemble(members, keras_model, ensemble,
+                                                          group_size, safe_mode)
     source = open_source(input, genome, seq.length, resize, skip_mismatches, alphabet)
     check_source(source, input, seq.length, seq.channels)
     variants = source.variants()
+    if spec_ens is not None and variants is not None:
+        raise FastISMError("ensembles do not score VCF inputs (their ALT alleles) yet; score "
+                           "each model on its own, or give the variants' windows as a BED file")
     attrs = _store_attrs(source, variants, output_plan.outputs, input)
+    if spec_ens is not None:
+        attrs.update(spec_ens.attrs())
     state = store_state(out)
     _check_store(out, state, overwrite)
     resume = state == "store" and not overwrite
@@ -239,13 +263,16 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         out=out, source=source,
         input=InputDescription.of(input, source, genome, resize, skip_mismatches),
         model_ref=model_for_workers(model, keras_model),
-        model_sha256=model_sha256(model, keras_model), method=method, spec=spec,
+        model_sha256=(model_sha256(model, keras_model) if spec_ens is None
+                      else spec_ens.sha256), method=method, spec=spec,
         output_plan=output_plan, bases=tuple(str(b) for b in source.alphabet),
         chunk_size=int(chunk_size), dtype=dtype, batch_size=batch_size, safe_mode=safe_mode,
         alt=variants is not None, state=state, resume=resume, attrs=attrs,
-        store_id=stored_run_id(out) if resume else None,
+        store_id=stored_run_id(out) if resume else None, ensemble=spec_ens,
     )
     if resume:
+        if spec_ens is not None:
+            check_ensemble_params(out, spec_ens)
         check_params(out, run.params())
     if overwrite and state in ("store", "zarr") and not is_url(out):
         run = _beside(run)
@@ -357,7 +384,15 @@ def write_template(run):
         coords=store_coords(run.source), dtype=run.dtype,
         overwrite=not run.replaces and run.state != "absent",
         dims=plan.dims, alt=run.alt, attrs=run.attrs, run_id=run.store_id,
+        **_model_dim(run.ensemble),
     )
+
+
+def _model_dim(ensemble):
+    """``create_template`` keywords of a ``keep`` ensemble's ``model`` dimension."""
+    if ensemble is None or ensemble.mode != "keep":
+        return {}
+    return {"models": list(ensemble.names), "model_chunk": ensemble.group_size}
 
 
 def publish(run):

@@ -9,10 +9,12 @@ from fastism_dist.errors import StoreMismatchError
 from fastism_dist.store.schema import (
     ATTR_ALT,
     ATTR_CHUNK_SIZE,
+    ATTR_GROUP_SIZE,
     ATTR_OUTPUTS,
     ATTR_PARAMS,
     BASE,
     DONE,
+    MODEL,
     POS,
     REF_BASE,
     SEQ,
@@ -168,7 +170,7 @@ def chunk_slices(group, where):
     n = group[SEQ].shape[0]
     chunk_size = int(group.attrs[ATTR_CHUNK_SIZE])
     for name, arr in seq_arrays(group).items():
-        if arr.shape[0] != n or arr.chunks[0] != min(chunk_size, n) or arr.chunks[1:] != arr.shape[1:]:
+        if arr.shape[0] != n or arr.chunks != _expected_chunks(group, arr, min(chunk_size, n)):
             raise ValueError(
                 f"{where}: array {name!r} has shape {arr.shape} and chunks {arr.chunks}; expected "
                 f"{n} sequences in chunks of {chunk_size} along {SEQ!r} and whole other dimensions"
@@ -178,6 +180,16 @@ def chunk_slices(group, where):
         raise ValueError(f"{where}: {DONE!r} has shape {done.shape} and chunks {done.chunks}; "
                          f"expected one element per chunk of {chunk_size} sequences")
     return [slice(lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
+
+
+def _expected_chunks(group, arr, rows):
+    """The chunks a per-sequence array must have: ``rows`` along ``seq``, a ``model``
+    dimension (ensembles kept model by model) by the models of one task, others whole."""
+    names = getattr(arr.metadata, "dimension_names", None) or ()
+    group_size = group.attrs.get(ATTR_GROUP_SIZE)
+    return (rows,) + tuple(
+        min(int(group_size), size) if dim == MODEL and group_size else size
+        for dim, size in zip(names[1:] or [None] * (arr.ndim - 1), arr.shape[1:]))
 
 
 def chunk_plan(path):
