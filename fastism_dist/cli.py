@@ -69,7 +69,9 @@ def add_score_parser(subparsers):
             "command resumes: chunks already done are skipped."
         ),
     )
-    p.add_argument("model", metavar="MODEL", help="Keras model file (.keras or .h5)")
+    p.add_argument("model", metavar="MODEL",
+                   help="Keras model file (.keras or .h5); or an ensemble: a directory of model "
+                        "files or a quoted glob ('models/*.keras'), used in file-name order")
     p.add_argument("input", metavar="INPUT",
                    help="FASTA (.fa/.fasta[.gz]), BED or VCF (with --genome), or .npy one-hot (N, L, C)")
     p.add_argument("--out", required=True, metavar="STORE",
@@ -111,6 +113,12 @@ def add_score_parser(subparsers):
                           "tasks:I+J (default: store the outputs as computed)")
     run.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                      help="stored dtype (default: float32)")
+    run.add_argument("--ensemble", choices=["mean", "keep"],
+                     help="an ensemble MODEL: store the mean over the models, or keep every model "
+                          "along a 'model' dimension (default: mean)")
+    run.add_argument("--group-size", type=_positive_int, metavar="MODELS",
+                     help="an ensemble MODEL: models per task, loaded together on a worker "
+                          "(default: 8)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing store written with other parameters")
     run.add_argument("--unsafe-model", action="store_true",
@@ -169,7 +177,7 @@ def _security(args):
 SCORE_KEYWORDS = (
     "workers", "threads_per_worker", "gpus", "scheduler", "retries",
     "chunk_size", "batch_size", "start", "end", "method", "outputs", "tasks", "reduce", "dtype",
-    "overwrite", "genome", "resize", "skip_mismatches", "alphabet",
+    "overwrite", "genome", "resize", "skip_mismatches", "alphabet", "ensemble", "group_size",
 )
 # ``score`` flags passed only when given: the sequence input and other inputs of a model with
 # several inputs
@@ -225,8 +233,12 @@ def check_model_file(path):
 
 
 def run_score(args):
+    from fastism_dist.distributed.ensemble import model_files
+
     keywords = score_keywords(args)
-    check_model_file(args.model)
+    members = model_files(args.model)
+    for path in members or [args.model]:
+        check_model_file(path)
     _import_tensorflow()
     from fastism_dist.distributed import plan_run, score
 
@@ -234,7 +246,8 @@ def run_score(args):
     if multi and not set(multi) <= set(inspect.signature(plan_run).parameters):
         raise FastISMError("--seq-input / --other-inputs: score() of this version scores "
                            "single-input models only")
-    score(args.model, args.input, args.out, log_file=getattr(args, "log_file", None), **keywords)
+    score(args.model if members is None else members, args.input, args.out,
+          log_file=getattr(args, "log_file", None), **keywords)
     return 0
 
 
