@@ -117,8 +117,7 @@ def add_score_parser(subparsers):
                      help="an ensemble MODEL: store the mean over the models, or keep every model "
                           "along a 'model' dimension (default: mean)")
     run.add_argument("--group-size", type=_positive_int, metavar="MODELS",
-                     help="an ensemble MODEL: models per task, loaded together on a worker "
-                          "(default: 8)")
+                     help="an ensemble MODEL: models per task, loaded together (default: 8)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing store written with other parameters")
     run.add_argument("--unsafe-model", action="store_true",
@@ -246,8 +245,8 @@ def run_score(args):
     if multi and not set(multi) <= set(inspect.signature(plan_run).parameters):
         raise FastISMError("--seq-input / --other-inputs: score() of this version scores "
                            "single-input models only")
-    score(args.model if members is None else members, args.input, args.out,
-          log_file=getattr(args, "log_file", None), **keywords)
+    model = args.model if members is None else members
+    score(model, args.input, args.out, log_file=getattr(args, "log_file", None), **keywords)
     return 0
 
 

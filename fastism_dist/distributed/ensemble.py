@@ -85,7 +85,8 @@ def model_files(model):
     Returns
     -------
     list of str or None
-        Absolute paths sorted by file name.
+        Absolute paths sorted by file name; None for one model (a file, an in-memory model, or
+        a directory without model files, which loading then refuses as a directory).
 
     Raises
     ------
@@ -98,10 +99,10 @@ def model_files(model):
         paths = [os.fspath(m) for m in model]
     elif not isinstance(model, (str, os.PathLike)):
         return None
-    elif os.path.isdir(model):
+    elif os.path.isdir(model):  # without model files in it: the one-model "is a directory"
         paths = [os.path.join(model, f) for f in os.listdir(model) if f.endswith(MODEL_SUFFIXES)]
         if not paths:
-            raise ModelError(f"{os.fspath(model)}: no .keras or .h5 model files in this directory")
+            return None
     elif any(c in os.fspath(model) for c in GLOB_CHARS) and not os.path.exists(model):
         paths = [p for p in glob.glob(os.fspath(model)) if os.path.isfile(p)]
         if not paths:
