@@ -156,8 +156,9 @@ def main(argv=None):
         row["vs_single"] = row["mutations_per_s"] / rows[0]["mutations_per_s"]
     meta = {"machine": machine_info(), "settings": vars(args)}
     notes = [
-        "model-mutations: mutations x models; a rate of 1.00x the single model's means the "
-        "ensemble costs exactly the sum of its models.",
+        "model-mutations: mutations x models. vs one model: model-mutations/s over the rate of "
+        "one model of the ensemble scored alone, whose short run is dominated by fixed costs "
+        "(cluster warm-up, loading, tracing); an ensemble spreads them over more work.",
         "Each setting is a fresh cluster; the peak is the larger ru_maxrss of the workers after "
         "the run. A worker holds one group's models at a time.",
         "Load + score: registering the run's plugin (which loads a single model on every "
