@@ -221,6 +221,7 @@ def test_a_killed_worker_leaves_a_bit_identical_store(ens, cluster, tmp_path):
         thread = threading.Thread(target=run)
         thread.start()
         _wait_for_groups(out, 2, thread)
+        assert not done_mask(str(out)).all()  # killed while the run goes
         pid = next(iter(cli.run(os.getpid).values()))
         os.kill(pid, 9)
         thread.join(timeout=240)
