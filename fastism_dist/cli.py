@@ -17,21 +17,19 @@ import contextlib
 import json
 import os
 import sys
-import time
 import traceback
 import zipfile
 import zlib
 
 from fastism_dist.errors import FastISMError, ModelError
 from fastism_dist.export import add_export_parser, run_export
+from fastism_dist.logs import native_output_to, new_log_path
 
 EXIT_ERROR = 2
 EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
 #: Commands whose native output (TensorFlow, Dask workers) goes to the log file.
 LOGGED_COMMANDS = ("score", "inspect", "demo")
-#: Log files of earlier runs kept in the cache folder.
-KEPT_LOGS = 20
 
 
 def _int_at_least(minimum, what):
@@ -65,7 +63,9 @@ def add_score_parser(subparsers):
             "command resumes: chunks already done are skipped."
         ),
     )
-    p.add_argument("model", metavar="MODEL", help="Keras model file (.keras or .h5)")
+    p.add_argument("model", metavar="MODEL",
+                   help="Keras model file (.keras or .h5); or an ensemble: a directory of model "
+                        "files or a quoted glob ('models/*.keras'), used in file-name order")
     p.add_argument("input", metavar="INPUT",
                    help="FASTA (.fa/.fasta[.gz]), BED or VCF (with --genome), or .npy one-hot (N, L, C)")
     p.add_argument("--out", required=True, metavar="STORE",
@@ -115,6 +115,11 @@ def add_score_parser(subparsers):
                           "tasks:I+J (default: store the outputs as computed)")
     run.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                      help="stored dtype (default: float32)")
+    run.add_argument("--ensemble", choices=["mean", "keep"],
+                     help="an ensemble MODEL: store the mean over the models, or keep every model "
+                          "along a 'model' dimension (default: mean)")
+    run.add_argument("--group-size", type=_positive_int, metavar="MODELS",
+                     help="an ensemble MODEL: models per task, loaded together (default: 8)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace an existing store written with other parameters")
     run.add_argument("--unsafe-model", action="store_true",
@@ -172,9 +177,14 @@ def _security(args):
 # ``score`` flags whose argparse destination is the ``score()`` keyword of the same name
 SCORE_KEYWORDS = (
     "workers", "threads_per_worker", "gpus", "scheduler", "retries",
-    "chunk_size", "read_chunk", "batch_size", "start", "end", "method", "outputs", "tasks", "reduce", "dtype",
-    "overwrite", "genome", "resize", "skip_mismatches", "alphabet", "rc", "shifts",
+    "chunk_size", "read_chunk", "batch_size", "start", "end", "method", "outputs", "tasks",
+    "reduce", "dtype", "overwrite", "genome", "resize", "skip_mismatches", "alphabet", "rc",
+    "shifts", "ensemble", "group_size",
 )
+# ``score`` flags passed only when given: a multi-input model's sequence input and other inputs
+MULTI_INPUT_KEYWORDS = ("seq_input", "other_inputs")
+
+
 def score_keywords(args):
     """The ``score()`` keywords of parsed ``score`` arguments: where every flag is mapped."""
     security = _security(args)
@@ -224,12 +234,17 @@ def check_model_file(path):
 
 
 def run_score(args):
+    from fastism_dist.distributed.ensemble import model_files
+
     keywords = score_keywords(args)
-    check_model_file(args.model)
+    members = model_files(args.model)
+    for path in members or [args.model]:
+        check_model_file(path)
     _import_tensorflow()
     from fastism_dist.distributed import score
 
-    score(args.model, args.input, args.out, log_file=getattr(args, "log_file", None), **keywords)
+    model = args.model if members is None else members
+    score(model, args.input, args.out, log_file=getattr(args, "log_file", None), **keywords)
     return 0
 
 
@@ -355,57 +370,6 @@ def build_parser():
     return parser
 
 
-def log_folder():
-    """Where the log files of runs go: ``$XDG_CACHE_HOME/fastism_dist/logs`` (``~/.cache``)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "fastism_dist", "logs")
-
-
-def _new_log_path(command):
-    """A fresh log file path for ``command``; the oldest logs beyond ``KEPT_LOGS`` are removed."""
-    folder = log_folder()
-    os.makedirs(folder, exist_ok=True)
-    logs = sorted((f for f in os.listdir(folder) if f.endswith(".log")),
-                  key=lambda f: os.path.getmtime(os.path.join(folder, f)))
-    for name in logs[:max(0, len(logs) - KEPT_LOGS + 1)]:
-        with contextlib.suppress(FileNotFoundError):  # another run removed it first
-            os.remove(os.path.join(folder, name))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return os.path.join(folder, f"{command}-{stamp}-{os.getpid()}.log")
-
-
-def _writes_to_fd2(stream):
-    try:
-        return stream.fileno() == 2
-    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: captured streams
-        return False
-
-
-@contextlib.contextmanager
-def native_output_to(path):
-    """File descriptor 2 of this process (inherited by the processes it starts) goes to ``path``.
-
-    TensorFlow's C++ start-up lines and anything workers write to stderr land in the log;
-    ``sys.stderr`` (the progress bar, warnings, the error line) stays on the terminal.
-    """
-    sys.stderr.flush()
-    terminal = os.dup(2)
-    previous = sys.stderr
-    with open(path, "a") as log:
-        os.dup2(log.fileno(), 2)
-    if _writes_to_fd2(previous):
-        sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1,
-                               encoding=getattr(previous, "encoding", None), errors="backslashreplace")
-    try:
-        yield
-    finally:
-        if sys.stderr is not previous:
-            sys.stderr.close()
-            sys.stderr = previous
-        os.dup2(terminal, 2)
-        os.close(terminal)
-
-
 def _import_tensorflow():
     """Import TensorFlow now (its start-up lines go wherever fd 2 points)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -474,7 +438,7 @@ def main(argv=None):
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_ERROR
-    log = args.log_file = _new_log_path(args.command)
+    log = args.log_file = new_log_path(args.command)
     keep = False
     try:
         if args.command in LOGGED_COMMANDS:

@@ -13,12 +13,13 @@ import time
 from distributed import as_completed
 
 from fastism_dist.distributed.cluster import dashboard_link, n_workers
+from fastism_dist.distributed.ensemble_client import run_ensemble
 from fastism_dist.distributed.plugin import ISMWorkerPlugin, score_chunk
 from fastism_dist.distributed.progress import ChunkProgress
 from fastism_dist.distributed.run import discard_unstarted, publish, write_template
 from fastism_dist.distributed.summary import RunTotals, ScoreSummary
 from fastism_dist.errors import FastISMError
-from fastism_dist.store import chunk_plan, done_mask
+from fastism_dist.store import chunk_plan, create_scratch, done_mask
 
 CHUNK_KEY_PREFIX = "fastism-chunk"
 # what cleaning up after a failed or interrupted run may raise (a closing client, a lost
@@ -89,6 +90,8 @@ def _score_pending(cli, run, retries, progress):
     compute_s, setup_s : float
         Seconds scoring, and registering the plugin (loading the model on every worker).
     """
+    if run.ensemble is not None:  # the (chunk, group) flags the plugin's writer opens
+        create_scratch(run.target)
     plan = chunk_plan(run.target)
     done = done_mask(run.target)
     pending = [(i, rows) for i, rows in plan if not done[i]]
@@ -97,8 +100,12 @@ def _score_pending(cli, run, retries, progress):
     cli.register_plugin(plugin)  # loads the model and builds the executor on every worker
     setup_s = time.perf_counter() - t_setup
     try:
-        totals, compute_s = run_chunks(cli, plugin.name, run.run_id, pending, retries,
-                                       total=len(plan), progress=progress)
+        if run.ensemble is not None:
+            totals, compute_s = run_ensemble(cli, run, plugin.name, pending, retries,
+                                             total=len(plan), progress=progress)
+        else:
+            totals, compute_s = run_chunks(cli, plugin.name, run.run_id, pending, retries,
+                                           total=len(plan), progress=progress)
     finally:
         with contextlib.suppress(*CLEANUP_ERRORS):
             cli.unregister_worker_plugin(plugin.name)

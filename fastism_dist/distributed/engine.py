@@ -17,7 +17,7 @@ from fastism_dist.distributed.run import plan_run
 from fastism_dist.distributed.settings import DEFAULT_RETRIES, check_count
 from fastism_dist.distributed.summary import ScoreSummary
 from fastism_dist.errors import FastISMError
-from fastism_dist.store import done_mask, store_state
+from fastism_dist.store import done_mask, remove_scratch, store_state
 
 
 def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, scheduler=None, *,
@@ -31,8 +31,10 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
 
     Parameters
     ----------
-    model : keras.Model or str
-        The model, or a path to a ``.keras`` / ``.h5`` file (that every worker can read).
+    model : keras.Model, str or list of str
+        The model, or a path to a ``.keras`` / ``.h5`` file (that every worker can read); or an
+        ensemble: a list of model files, a directory of them or a glob (used in file-name
+        order; ``ensemble="mean"`` (default) or ``"keep"``, ``group_size`` models per task).
     input : str or SequenceSource
         FASTA, BED / VCF (with ``genome``) or ``.npy`` (N, L, C) file, or an opened source.
     out : str
@@ -53,7 +55,8 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
         ``batch_size``, ``start``, ``end``, ``method``, ``genome``, ``outputs``, ``tasks``,
         ``reduce``, ``dtype``, ``overwrite``, ``safe_mode``, ``resize``, ``skip_mismatches``,
         ``alphabet``, ``seq_input`` and ``other_inputs`` (multi-input models), ``rc`` and
-        ``shifts`` (average over the reverse complement and shifts; see README).
+        ``shifts`` (average over the reverse complement and shifts; see README), ``ensemble``
+        and ``group_size`` (a list, directory or glob of models).
 
     Returns
     -------
@@ -67,6 +70,8 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
     if run.resume:
         done = done_mask(run.out)
         if done.all():
+            if run.ensemble is not None:  # killed after its last chunk, before the clean-up
+                remove_scratch(run.out, run.store_id)
             if progress:
                 print(f"{run.out}: all {len(done)} chunks already done; nothing to compute",
                       flush=True)

@@ -20,6 +20,7 @@ import numpy as np
 from distributed import WorkerPlugin, get_worker
 
 from fastism_dist.core import AveragedISM
+from fastism_dist.distributed.ensemble_worker import EnsembleScorer
 from fastism_dist.distributed.model import executor_class, model_file
 from fastism_dist.distributed.settings import WORKER_ENV
 from fastism_dist.distributed.sink import ChunkSink, reference_letters
@@ -55,6 +56,7 @@ class ISMWorkerPlugin(WorkerPlugin):
         self.executor = None
         self.writer = None
         self.alt_alleles = None
+        self.ensemble = None
         self._lock = None
         self._predict = None
 
@@ -69,6 +71,10 @@ class ISMWorkerPlugin(WorkerPlugin):
         run = self.run
         threads = int(getattr(getattr(worker, "state", None), "nthreads", 0) or 1)
         configure_tensorflow(threads)
+        self._lock = threading.Lock()
+        if run.ensemble is not None:  # models are loaded group by group, by the tasks
+            self.ensemble = EnsembleScorer(run, self._lock)
+            return
         with model_file(run.model_ref) as path:
             self.executor = build_executor(run, path)
         self._warm_up()
@@ -77,7 +83,6 @@ class ISMWorkerPlugin(WorkerPlugin):
             self.alt_alleles = AltAlleles(self._call_model, self.executor.output_names,
                                           run.source.variants(), run.source.alphabet,
                                           run.output_plan)
-        self._lock = threading.Lock()
 
     def _warm_up(self):
         """Trace the executor's functions before the first task: ISM at a few positions of the

@@ -14,29 +14,32 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fastism_dist.core import (MutationSpec, check_views, find_sequence_input, load_model,
-                               make_mutation_spec, make_views, output_names, output_resolutions,
-                               parse_shifts, strand_ranges)
+from fastism_dist.core import (MutationSpec, find_sequence_input, load_model, make_mutation_spec,
+                               output_names, parse_shifts)
+from fastism_dist.distributed.checks import (check_ensemble_options, check_out_location,
+                                             check_settings, check_views_of_run, chunk_shapes,
+                                             sharding)
+from fastism_dist.distributed.ensemble import (check_ensemble_params, check_options,
+                                               model_files, plan_ensemble)
 from fastism_dist.distributed.inputs import (InputDescription, check_source, describe,
                                              open_source, store_coords)
-from fastism_dist.distributed.model import (EXECUTORS, client_tensorflow, is_model_file,
+from fastism_dist.distributed.model import (client_tensorflow, is_model_file,
                                             model_for_workers, model_sha256, output_shapes,
                                             task_names)
 from fastism_dist.distributed.names import check_alt_names, check_dim_names, choose_outputs
 from fastism_dist.distributed.other_inputs import plan_other_inputs
-from fastism_dist.distributed.settings import MAX_SKIPPED_LISTED, auto_chunk_size, check_count
+from fastism_dist.distributed.settings import MAX_SKIPPED_LISTED, auto_chunk_size
 from fastism_dist.distributed.variants import alt_note, count_indels
 from fastism_dist.errors import FastISMError, StoreMismatchError
 from fastism_dist.io import SequenceWarning
 from fastism_dist.outputs import plan_outputs
-from fastism_dist.store import (DTYPES, check_params, create_template, done_mask, is_url,
+from fastism_dist.store import (check_params, create_template, done_mask, is_url,
                                 normalise_params, read_chunk_size, read_params, replace_store,
                                 staged_stores, staging_path, store_path, store_state,
                                 stored_run_id)
@@ -103,6 +106,9 @@ class RunPlan:
     shifts : tuple of int
         Average over the sequence shifted by each of these positions (see
         ``fastism_dist.core.views``). Default is ``(0,)``: no shift.
+    ensemble : EnsembleSpec or None
+        The models of an ensemble run (``model_ref`` is then the first one's path and
+        ``model_sha256`` the ensemble's digest). Default is None: one model.
     """
 
     out: str
@@ -131,6 +137,7 @@ class RunPlan:
     rc: bool = False
     shifts: tuple = (0,)
     read_chunk: int | None = None
+    ensemble: object = None
 
     def __post_init__(self):
         if self.target is None:
@@ -178,6 +185,7 @@ class RunPlan:
             **others,
             **self.view_params(),
             **({} if self.read_chunk is None else {"read_chunk": int(self.read_chunk)}),
+            **(self.ensemble.params() if self.ensemble is not None else {}),
         }
 
     def view_params(self):
@@ -192,7 +200,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
              method="fast", genome=None, outputs=None, tasks=None, reduce=None,
              dtype="float32", overwrite=False, safe_mode=True, resize=False,
              skip_mismatches=False, alphabet="ACGT", seq_input=0, other_inputs=None, rc=False,
-             shifts=None, read_chunk=None):
+             shifts=None, read_chunk=None, ensemble=None, group_size=None):
     """Validate a run and compare it with an existing store; writes nothing.
 
     Where the store goes is checked first (a ``memory://`` store is refused; a local folder must
@@ -200,8 +208,9 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
 
     Parameters
     ----------
-    model : keras.Model or str
-        The model, or a path to a ``.keras`` / ``.h5`` file (that every worker can read).
+    model : keras.Model, str or list of str
+        The model, or a path to a ``.keras`` / ``.h5`` file (that every worker can read); or an
+        ensemble: a list of model files, a directory of them or a glob (file-name order).
     input : str or SequenceSource
         FASTA, BED / VCF (with ``genome``) or ``.npy`` (N, L, C) file, or an opened source
         (a ``SequenceSource``, or an object with its ``read``, ``ids``, ``alphabet``, ``length``,
@@ -256,6 +265,11 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     shifts : int, str or sequence of int, optional
         Also average over the sequence shifted by these positions: ``n`` means ``-n..n``, a list
         (``"-1,0,1"``, ``(0, 2)``) exactly those. Default is no shift.
+    ensemble : {"mean", "keep"}, optional
+        For an ensemble: store the mean over the models (default), or every model along a
+        ``model`` dimension.
+    group_size : int, optional
+        For an ensemble: models per task (loaded together on a worker). Default is 8.
 
     Returns
     -------
@@ -269,8 +283,13 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     """
     out = store_path(out)
     check_out_location(out, overwrite)
-    _check_settings(chunk_size, batch_size, dtype, method, read_chunk)
+    check_settings(chunk_size, batch_size, dtype, method, read_chunk)
     shifts = parse_shifts(shifts)
+    members = model_files(model)
+    check_options(ensemble, group_size, members)
+    if members is not None:
+        check_ensemble_options(other_inputs, rc, shifts)
+        model = members[0]
     if is_model_file(model):
         client_tensorflow()
     keras_model = load_model(model, safe_mode=safe_mode)
@@ -278,15 +297,22 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     spec = make_mutation_spec(seq.length, seq.channels, start, end)
     model_path = model if is_model_file(model) else None
     output_plan = _output_plan(keras_model, seq, outputs, tasks, reduce, model_path)
+    spec_ens = None if members is None else plan_ensemble(members, keras_model, ensemble,
+                                                          group_size, safe_mode)
     source = open_source(input, genome, seq.length, resize, skip_mismatches, alphabet)
     check_source(source, input, seq.length, seq.channels)
     others = plan_other_inputs(keras_model, seq, other_inputs, len(source))
-    rc, shifts = _check_views(keras_model, seq, spec, rc, shifts, source.alphabet)
+    rc, shifts = check_views_of_run(keras_model, seq, spec, rc, shifts, source.alphabet)
     variants = source.variants()
     if variants is not None and others is not None:
         raise FastISMError(f"{describe(input)}: VCF inputs cannot be scored with other inputs "
                            "(--other-inputs); give the REF sequences as FASTA or .npy instead")
+    if spec_ens is not None and variants is not None:
+        raise FastISMError("ensembles do not score VCF inputs (their ALT alleles) yet; score "
+                           "each model on its own, or give the variants' windows as a BED file")
     attrs = _store_attrs(source, variants, output_plan.outputs, input)
+    if spec_ens is not None:
+        attrs.update(spec_ens.attrs())
     state = store_state(out)
     _check_store(out, state, overwrite)
     resume = state == "store" and not overwrite
@@ -294,46 +320,37 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         chunk_size = read_chunk_size(out)
     if chunk_size is None:
         chunk_size = auto_chunk_size(len(source), spec.n_positions, len(spec.substitutions),
-                                     _chunk_shapes(keras_model, seq, output_plan, rc, shifts),
+                                     chunk_shapes(keras_model, seq, output_plan, rc, shifts),
                                      dtype)
         if read_chunk is not None:
             chunk_size = -(-max(chunk_size, read_chunk) // read_chunk) * read_chunk
-    read_chunk = _sharding(read_chunk, int(chunk_size), len(source))
+    read_chunk = sharding(read_chunk, int(chunk_size), len(source))
     run = RunPlan(
         out=out, source=source,
         input=InputDescription.of(input, source, genome, resize, skip_mismatches),
         model_ref=model_for_workers(model, keras_model),
-        model_sha256=model_sha256(model, keras_model), method=method, spec=spec,
+        model_sha256=(model_sha256(model, keras_model) if spec_ens is None
+                      else spec_ens.sha256), method=method, spec=spec,
         output_plan=output_plan, bases=tuple(str(b) for b in source.alphabet),
         chunk_size=int(chunk_size), dtype=dtype, batch_size=batch_size, safe_mode=safe_mode,
         alt=variants is not None, state=state, resume=resume, attrs=attrs,
         store_id=stored_run_id(out) if resume else None,
         seq_input=seq.name if others is not None else seq.index, other_inputs=others,
-        rc=rc, shifts=shifts, read_chunk=read_chunk,
+        rc=rc, shifts=shifts, read_chunk=read_chunk, ensemble=spec_ens,
     )
     if resume:
+        if spec_ens is not None:
+            check_ensemble_params(out, spec_ens)
         check_params(out, run.params())
     if overwrite and state in ("store", "zarr") and not is_url(out):
         run = _beside(run)
     return run
 
 
-def _check_views(keras_model, seq, spec, rc, shifts, bases):
-    """(rc, shifts) checked against the alphabet, the positions and the outputs' length axes."""
-    shifts = parse_shifts(shifts)
-    rc = bool(rc)
-    check_views(rc, shifts, seq.length, seq.channels, "".join(str(b) for b in bases))
-    strand_ranges(make_views(rc, shifts), spec.positions, seq.length, spec.width)
-    output_resolutions(seq.length, list(output_shapes(keras_model, seq).values()), shifts)
-    return rc, shifts
 
 
-def _chunk_shapes(keras_model, seq, output_plan, rc, shifts):
-    """Per-sequence shapes sizing a chunk: stored ones, or every raw output when averaging
-    (the workers then hold one chunk's raw outputs)."""
-    if not rc and tuple(shifts) == (0,):
-        return list(output_plan.shapes.values())
-    return list(output_shapes(keras_model, seq).values())
+
+
 
 
 def _beside(run):
@@ -347,40 +364,8 @@ def _beside(run):
     return dataclasses.replace(run, target=staging_path(run.out, run.run_id))
 
 
-def check_out_location(out, overwrite=False):
-    """Raise ``FastISMError`` where workers could not write the store ``out``.
-
-    A ``memory://`` store lives in one process; a local store needs a writable folder: the store
-    itself when it exists, and the folder it is created in (the nearest existing one).
-    """
-    if out.startswith("memory://"):
-        raise FastISMError(f"--out {out}: local-memory stores cannot be shared with worker "
-                           "processes; give a directory or a URL every worker can reach")
-    if is_url(out):
-        return
-    folders = [out] if os.path.isdir(out) else []
-    if overwrite or not folders:
-        parent = os.path.dirname(out)
-        while not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        folders.append(parent)
-    for folder in folders:
-        try:
-            os.rmdir(tempfile.mkdtemp(prefix=".fastism-probe-", dir=folder))
-        except OSError as err:
-            raise FastISMError(f"--out {out}: cannot write in {folder} "
-                               f"({err.strerror or type(err).__name__})") from None
 
 
-def _check_settings(chunk_size, batch_size, dtype, method, read_chunk=None):
-    for name, value in (("chunk_size", chunk_size), ("batch_size", batch_size),
-                        ("read_chunk", read_chunk)):
-        if value is not None:
-            check_count(name, value)
-    if dtype not in DTYPES:
-        raise FastISMError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-    if method not in EXECUTORS:
-        raise FastISMError(f"method must be one of {sorted(EXECUTORS)}, got {method!r}")
 
 
 def _output_plan(keras_model, seq, outputs, tasks, reduce, model_path=None):
@@ -424,13 +409,6 @@ def _check_store(out, state, overwrite):
                                  "--overwrite (overwrite=True) to replace it")
 
 
-def _sharding(read_chunk, chunk_size, n_sequences):
-    """``read_chunk`` where it shards the store, else None; checked against ``chunk_size``."""
-    if read_chunk is None or min(read_chunk, n_sequences) >= min(chunk_size, n_sequences):
-        return None
-    if chunk_size % read_chunk:
-        raise FastISMError(f"--read-chunk {read_chunk} must divide --chunk-size {chunk_size}")
-    return int(read_chunk)
 
 
 def write_template(run):
@@ -447,8 +425,15 @@ def write_template(run):
         coords=store_coords(run.source), dtype=run.dtype,
         overwrite=not run.replaces and run.state != "absent",
         dims=plan.dims, alt=run.alt, attrs=run.attrs, run_id=run.store_id,
-        read_chunk=run.read_chunk,
+        read_chunk=run.read_chunk, **_model_dim(run.ensemble),
     )
+
+
+def _model_dim(ensemble):
+    """``create_template`` keywords of a ``keep`` ensemble's ``model`` dimension."""
+    if ensemble is None or ensemble.mode != "keep":
+        return {}
+    return {"models": list(ensemble.names), "model_chunk": ensemble.group_size}
 
 
 def publish(run):

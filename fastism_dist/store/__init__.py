@@ -4,6 +4,14 @@ fence that keeps one run's chunks out of another run's store.
 Other packages import these names from ``fastism_dist.store``; the modules inside may move.
 """
 
+from fastism_dist.store.ensemble import (
+    EnsembleWriter,
+    create_scratch,
+    group_done_mask,
+    n_groups,
+    open_ensemble_writer,
+    remove_scratch,
+)
 from fastism_dist.store.fence import (
     StoreReplacedError,
     is_url,
@@ -31,7 +39,11 @@ from fastism_dist.store.schema import (
     ATTR_ALT,
     ATTR_ALT_NOTE,
     ATTR_CHUNK_SIZE,
+    ATTR_ENSEMBLE,
+    ATTR_ENSEMBLE_MODELS,
+    ATTR_GROUP_SIZE,
     ATTR_MODEL_SHA256,
+    ATTR_MODEL_SHA256S,
     ATTR_OUTPUTS,
     ATTR_PARAMS,
     ATTR_RUN_ID,
@@ -42,6 +54,9 @@ from fastism_dist.store.schema import (
     DONE,
     DTYPES,
     END,
+    ENSEMBLE_MODES,
+    GROUP_DONE,
+    MODEL,
     PAD_COORDS,
     PAD_LEFT,
     PAD_RIGHT,
@@ -53,6 +68,7 @@ from fastism_dist.store.schema import (
     RESERVED_NAMES,
     RETIRED_SUFFIX,
     ROOT_METADATA,
+    SCRATCH,
     SEQ,
     SEQ_COORDS,
     START,
@@ -92,4 +108,7 @@ __all__ = [
     "create_template", "StoreWriter", "open_writer", "write_chunk", "write_region",
     "StoreReplacedError", "is_url", "owned", "replace_store", "staged_stores", "staging_path",
     "stored_run_id",
+    "MODEL", "ATTR_ENSEMBLE", "ATTR_ENSEMBLE_MODELS", "ATTR_MODEL_SHA256S", "ATTR_GROUP_SIZE",
+    "ENSEMBLE_MODES", "SCRATCH", "GROUP_DONE", "EnsembleWriter", "create_scratch",
+    "group_done_mask", "n_groups", "open_ensemble_writer", "remove_scratch",
 ]

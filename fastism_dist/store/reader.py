@@ -9,10 +9,12 @@ from fastism_dist.errors import StoreMismatchError
 from fastism_dist.store.schema import (
     ATTR_ALT,
     ATTR_CHUNK_SIZE,
+    ATTR_GROUP_SIZE,
     ATTR_OUTPUTS,
     ATTR_PARAMS,
     BASE,
     DONE,
+    MODEL,
     POS,
     REF_BASE,
     SEQ,
@@ -169,7 +171,7 @@ def chunk_slices(group, where):
     chunk_size = int(group.attrs[ATTR_CHUNK_SIZE])
     for name, arr in seq_arrays(group).items():
         files = task_blocks(arr)
-        if arr.shape[0] != n or files[0] != min(chunk_size, n) or files[1:] != arr.shape[1:]:
+        if arr.shape[0] != n or files != _expected_chunks(group, arr, min(chunk_size, n)):
             raise ValueError(
                 f"{where}: array {name!r} has shape {arr.shape} and chunks {files}; expected "
                 f"{n} sequences in chunks of {chunk_size} along {SEQ!r} and whole other dimensions"
@@ -185,6 +187,16 @@ def task_blocks(arr):
     """The blocks one task writes whole: the array's shards where it is sharded, else its
     chunks."""
     return tuple(getattr(arr, "shards", None) or arr.chunks)
+
+
+def _expected_chunks(group, arr, rows):
+    """The chunks a per-sequence array must have: ``rows`` along ``seq``, a ``model``
+    dimension (ensembles kept model by model) by the models of one task, others whole."""
+    names = getattr(arr.metadata, "dimension_names", None) or ()
+    group_size = group.attrs.get(ATTR_GROUP_SIZE)
+    return (rows,) + tuple(
+        min(int(group_size), size) if dim == MODEL and group_size else size
+        for dim, size in zip(names[1:] or [None] * (arr.ndim - 1), arr.shape[1:]))
 
 
 def chunk_plan(path):

@@ -15,6 +15,10 @@ One store holds one run. For a model output ``o`` of per-sequence shape ``out``:
                (True when ``o_alt`` variables exist), alt_note (VCF inputs), run_id (the run
                that created the store: only that run's writers write into it)
 
+An ensemble store also has ``ensemble`` ("mean" or "keep"), ``ensemble_models`` (file names),
+``model_sha256s`` (name -> SHA-256) and ``ensemble_group_size``; with "keep" every output
+variable has a ``model`` dimension after ``seq``, labelled by file name and chunked by group.
+
 An output's own dimensions ``o_dims`` are ``o_dim_0, o_dim_1, ...`` unless a reducer renames or
 relabels them.
 """
@@ -58,6 +62,18 @@ ATTR_CHUNK_SIZE = "chunk_size"
 ATTR_ALT = "alt"
 ATTR_ALT_NOTE = "alt_note"
 ATTR_RUN_ID = "run_id"
+
+#: Ensembles of models: the ``model`` dimension of a ``keep`` store, the attributes naming the
+#: models, their SHA-256 digests, the mode and the models per task, and the scratch group of
+#: per-(chunk, group) flags and partial sums (removed when the run completes).
+MODEL = "model"
+ATTR_ENSEMBLE = "ensemble"
+ATTR_ENSEMBLE_MODELS = "ensemble_models"
+ATTR_MODEL_SHA256S = "model_sha256s"
+ATTR_GROUP_SIZE = "ensemble_group_size"
+ENSEMBLE_MODES = ("mean", "keep")
+SCRATCH = "fastism_scratch"
+GROUP_DONE = "group_done"
 
 #: The root group's metadata file in a Zarr v3 directory store (its attributes live there).
 ROOT_METADATA = "zarr.json"

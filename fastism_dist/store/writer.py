@@ -45,6 +45,7 @@ from fastism_dist.store.schema import (
     CHUNK,
     DONE,
     DTYPES,
+    MODEL,
     PAD_COORDS,
     PER_SEQ_COORDS,
     POS,
@@ -62,7 +63,7 @@ from fastism_dist.store.schema import (
 
 def create_template(path, *, ids, positions, bases, outputs, params, model_sha256, chunk_size,
                     coords=None, dtype="float32", overwrite=False, dims=None, alt=False,
-                    attrs=None, run_id=None, read_chunk=None):
+                    attrs=None, run_id=None, read_chunk=None, models=None, model_chunk=None):
     """Write the store's metadata, coordinates and empty variables; no data chunks.
 
     Parameters
@@ -107,6 +108,11 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
         per-sequence arrays are then sharded, one shard (one file) per chunk of ``chunk_size``
         sequences, written whole by one task, holding chunks of ``read_chunk`` sequences that
         readers fetch alone. Default is one Zarr chunk (and file) per task.
+    models : sequence of str, optional
+        An ensemble kept model by model: every output variable gets a ``model`` dimension of
+        these labels after ``seq`` (``o`` (seq, model, pos, base, *o_dims)). Default is none.
+    model_chunk : int, optional
+        Models per Zarr chunk along ``model`` (the models of one task). Default is all.
 
     Returns
     -------
@@ -127,8 +133,9 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
     positions = np.asarray(positions, dtype=np.int64)
     rows = min(chunk_size, n)
     inner = _read_rows(read_chunk, chunk_size, rows)
+    lead = (n, len(positions), len(bases))
     data_vars, encoding, dim_coords = _output_variables(
-        outputs, dims or {}, (n, len(positions), len(bases)), rows, dtype, alt)
+        outputs, dims or {}, lead, rows, dtype, alt, _model_axis(models, model_chunk))
     data_vars[DONE] = ((CHUNK,), _lazy_full((n_chunks(n, chunk_size),), 0, np.int8, (1,)))
     coord_vars = {
         SEQ: np.asarray([str(i) for i in ids], dtype=STRING_DTYPE),
@@ -138,6 +145,8 @@ def create_template(path, *, ids, positions, bases, outputs, params, model_sha25
     }
     coord_vars.update(_per_seq_coords(coords or {}, n))
     coord_vars.update(dim_coords)
+    if models is not None:
+        coord_vars[MODEL] = np.asarray([str(m) for m in models], dtype=STRING_DTYPE)
     encoding[REF_BASE] = {"chunks": (rows, len(positions))}
     if inner < rows:
         _shard(encoding, data_vars, coord_vars, rows, inner)
@@ -176,9 +185,10 @@ def _shard(encoding, data_vars, coord_vars, rows, inner):
     for name, (dims, values) in {**data_vars, REF_BASE: coord_vars[REF_BASE]}.items():
         if dims[0] != SEQ:
             continue
+        block = tuple(values.chunksize[1:])  # what one task writes of the other dims
         encoding.setdefault(name, {})
-        encoding[name]["shards"] = (rows,) + tuple(values.shape[1:])
-        encoding[name]["chunks"] = (inner,) + tuple(values.shape[1:])
+        encoding[name]["shards"] = (rows,) + block
+        encoding[name]["chunks"] = (inner,) + block
 
 
 def _write_metadata(ds, path, encoding, mode):
@@ -210,7 +220,14 @@ def _lazy_full(shape, value, dtype, chunks):
     return da.full(shape, value, dtype=dtype, chunks=chunks)
 
 
-def _output_variables(outputs, dims, lead, rows, dtype, alt):
+def _model_axis(models, model_chunk):
+    """``(size, chunk)`` of the ``model`` dimension, or None without one."""
+    if models is None:
+        return None
+    return len(models), int(model_chunk or len(models))
+
+
+def _output_variables(outputs, dims, lead, rows, dtype, alt, model_axis=None):
     """The NaN-filled variables of every output, their encodings and their dims' labels.
 
     Parameters
@@ -226,13 +243,17 @@ def _output_variables(outputs, dims, lead, rows, dtype, alt):
     dtype : str
     alt : bool
         Create ``o_alt`` too.
+    model_axis : (int, int), optional
+        Size and chunk of a ``model`` dimension put after ``seq``. Default is none.
 
     Returns
     -------
     data_vars, encoding, dim_coords : dict
     """
     n, w, s = lead
-    reserved = reserved_names(outputs)
+    m_dim, m_shape, m_chunk = ((), (), ()) if model_axis is None else (
+        (MODEL,), (model_axis[0],), (model_axis[1],))
+    reserved = reserved_names(outputs) | (set() if model_axis is None else {MODEL})
     data_vars, encoding, dim_coords, sizes = {}, {}, {}, {}
     for name, shape in outputs.items():
         shape = tuple(int(d) for d in shape)
@@ -243,11 +264,14 @@ def _output_variables(outputs, dims, lead, rows, dtype, alt):
                                  "variable or another output's dimension")
         dim_coords.update({dim: _coord_values(lab) for dim, lab in zip(names, labels)
                            if lab is not None})
-        data_vars[name] = ((SEQ, POS, BASE) + names,
-                           _lazy_full((n, w, s) + shape, np.nan, dtype, (rows, w, s) + shape))
+        data_vars[name] = ((SEQ,) + m_dim + (POS, BASE) + names,
+                           _lazy_full((n,) + m_shape + (w, s) + shape, np.nan, dtype,
+                                      (rows,) + m_chunk + (w, s) + shape))
         per_seq = [ref_name(name)] + ([alt_name(name)] if alt else [])
         for var in per_seq:
-            data_vars[var] = ((SEQ,) + names, _lazy_full((n,) + shape, np.nan, dtype, (rows,) + shape))
+            data_vars[var] = ((SEQ,) + m_dim + names,
+                              _lazy_full((n,) + m_shape + shape, np.nan, dtype,
+                                         (rows,) + m_chunk + shape))
         for var in [name] + per_seq:
             encoding[var] = {"_FillValue": np.nan, "dtype": dtype}
     return data_vars, encoding, dim_coords
