@@ -81,6 +81,9 @@ class Emitter:
                     ref = tf.pad(ref, [[0, 0], [key.left, key.right], [0, 0]],
                                  constant_values=key.value)
             cache[key.name] = tf.reshape(ref, [-1, ref.shape[-1]])
+        for index in program.incremental:
+            layer = self.graph.nodes[index].op
+            cache[f"kernel_n{index}"] = reversed_kernel(tf.cast(layer.kernel, tf.float32))
         return [values[t] for t in self.graph.output_ids], cache
 
     def _linear_part(self, node, x):
@@ -150,12 +153,12 @@ class Emitter:
     def _incremental_conv(self, node_plan, values, cache, b, p):
         """Reference pre-activation + the convolution of the input's change, then activation.
 
-        The change (M, w, C) times the reversed kernel, (M * w, C) x (C, k * F), gives every
+        The change (M, w, C) times the reversed kernel (cached by the reference pass),
+        (M * w, C) x (C, k * F), gives every
         product of a window entry and a tap; static shifted adds sum them into the stride-1
         frame (M, W_c, F) (``ConvRule.frame_index``), and one gather per mutation picks the
         layer's W_out outputs from it (stride, padding and window edges live in that table).
         """
-        import keras
         import tensorflow as tf
 
         node = node_plan.node
@@ -163,8 +166,8 @@ class Emitter:
         name = ("change", node.index)
         reference = self._gather_rows(name, self.program.reads[name], cache, b, p)  # (M, w, C)
         change = tf.cast(values[node.arg_ids[0]], tf.float32) - tf.cast(reference, tf.float32)
-        kernel = keras.ops.cast(layer.kernel, change.dtype)                       # (k, C, F)
-        frame = delta_frame(change, kernel, node_plan.rule.dilation)              # (M, W_c + 1, F)
+        frame = delta_frame(change, cache[f"kernel_n{node.index}"], node_plan.rule.kernel,
+                            node_plan.rule.dilation)                              # (M, W_c + 1, F)
         index = tf.gather(self._constants[("frame", node.index)], p)              # (M, W_out)
         delta = tf.gather(frame, index, batch_dims=1)                             # (M, W_out, F)
         read = self.program.pre_activation[node.index]
@@ -204,15 +207,25 @@ class Emitter:
         return layer.activation(tf.cast(reference, tf.float32) + delta)
 
 
-def delta_frame(change, kernel, dilation):
+def reversed_kernel(kernel):
+    """A (k, C, F) Conv1D kernel as the (C, k * F) matrix of its taps in reverse order."""
+    import tensorflow as tf
+
+    taps, channels, filters = kernel.shape
+    return tf.reshape(tf.transpose(tf.reverse(kernel, [0]), [1, 0, 2]), [channels, taps * filters])
+
+
+def delta_frame(change, flat_kernel, taps, dilation):
     """The stride-1 'full' convolution of a window's change, with a zero row appended.
 
     Parameters
     ----------
     change : tf.Tensor of shape (M, w, C)
         The input's change on its window, float32.
-    kernel : tf.Tensor of shape (k, C, F)
-    dilation : int
+    flat_kernel : tf.Tensor of shape (C, k * F)
+        ``reversed_kernel`` of the (k, C, F) kernel.
+    taps, dilation : int
+        Kernel size ``k`` and dilation.
 
     Returns
     -------
@@ -222,10 +235,9 @@ def delta_frame(change, kernel, dilation):
     """
     import tensorflow as tf
 
-    taps, channels, filters = kernel.shape
-    width = change.shape[1]
-    flat = tf.reshape(tf.transpose(tf.reverse(kernel, [0]), [1, 0, 2]), [channels, taps * filters])
-    products = tf.matmul(tf.reshape(change, [-1, channels]), flat)
+    channels, width = change.shape[2], change.shape[1]
+    filters = flat_kernel.shape[1] // taps
+    products = tf.matmul(tf.reshape(change, [-1, channels]), flat_kernel)
     products = tf.reshape(products, [-1, width, taps, filters])      # (M, w, k, F), reversed taps
     span = dilation * (taps - 1)
     if width <= taps:

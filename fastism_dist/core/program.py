@@ -228,22 +228,38 @@ class Program:
     # -- cost ----------------------------------------------------------------------------------
 
     def bytes_per_mutation(self):
-        """Rough float32 bytes one mutation occupies in the mutation pass (for the batch size)."""
-        total = 0
+        """Float32 bytes one mutation occupies in the mutation pass if nothing were freed.
+
+        Every tensor the pass computes counts once (its window, or all of it), every window
+        read once more (the gathered rows and the overlay), and each incremental convolution
+        its products, shifted parts and frame: an upper bound on what a call holds, since the
+        pass frees a tensor once its readers have run.
+        """
+        total, seen = 0, set()
         for node_plan in self.plan.nodes:
-            if node_plan.state == REF:
+            if node_plan.state == REF or node_plan.node.index in self.elided:
                 continue
-            for tid in node_plan.node.out_ids + node_plan.node.arg_ids:
-                tensor = self.plan.tensors[tid]
-                shape = self.graph.shapes[tid]
-                per_position = int(np.prod([d or 1 for d in shape[1:]])) if shape else 1
-                if tensor.state == WIN:
-                    total += tensor.width * per_position
-                else:
-                    total += per_position * (shape[0] or 1 if shape else 1)
-        for index in self.incremental:  # products, shifted parts and the frame
+            for tid in node_plan.node.out_ids:
+                if tid not in seen:
+                    seen.add(tid)
+                    total += self._tensor_floats(tid)
+        for read in list(self.reads.values()) + list(self.pre_activation.values()):
+            if isinstance(read, WindowRead) and read.rows is not None:
+                total += 2 * read.rows.shape[1] * self.graph.shapes[self._read_tensor(read)][-1]
+        for index in self.incremental:
             total += self._incremental_floats(index)
         return 4 * total
+
+    def _tensor_floats(self, tid):
+        tensor, shape = self.plan.tensors[tid], self.graph.shapes[tid]
+        per_position = int(np.prod([d or 1 for d in shape[1:]])) if shape else 1
+        if tensor.state == WIN:
+            return tensor.width * per_position
+        return per_position * (shape[0] or 1 if shape else 1)
+
+    def _read_tensor(self, read):
+        tensor = read.key.tensor
+        return tensor if tensor >= 0 else self.graph.nodes[-1 - tensor].out_ids[0]
 
     def _incremental_floats(self, index):
         """Floats per mutation of an incremental convolution's products, parts and frame."""
