@@ -289,3 +289,34 @@ def test_one_sequence_runs_full_calls_and_stays_exact(pooled_dense_case):
     assert sum(len(rows) == 64 for _, rows in calls) >= 0.75 * len(calls)
     got = ism(x[:1])
     assert_close(got.ref + got.mut, [w[:1] for w in want])
+
+
+def _conv_stack(first, second, length=40):
+    """in -> Conv1D(first) -> Conv1D(second, relu) -> Flatten -> Dense -> y"""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((length, 4))
+    h = keras.layers.Conv1D(6, **first)(inp)
+    h = keras.layers.Conv1D(5, activation="relu", **second)(h)
+    return keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", "causal"])
+@pytest.mark.parametrize("stride,dilation", [(1, 1), (1, 3), (2, 1), (3, 1)])
+@pytest.mark.parametrize("width", [1, 3])
+def test_incremental_frame_geometries(padding, stride, dilation, width):
+    """The frame formulation (first-layer lookup and a dilated incremental convolution) equals
+    explicit ISM for strided, dilated, 'same' / 'valid' / 'causal' kernels and wide substitutions."""
+    if padding == "causal" and stride > 1:
+        pytest.skip("Keras refuses strided causal convolutions")
+    first = dict(kernel_size=5, strides=stride, dilation_rate=dilation, padding=padding)
+    second = dict(kernel_size=3, dilation_rate=2, padding="causal" if padding == "causal" else "same")
+    model = _conv_stack(first, second)
+    subs = np.random.default_rng(width).normal(size=(2, width, 4)).astype(np.float32)
+    x = random_one_hot(2, 40, seed=stride + dilation)
+    ism = FastISM(model, check=False, batch_size=29, substitutions=subs, xla=False)
+    assert len(ism.program.incremental) == 2
+    want = explicit_ism(model, x, substitutions=subs)
+    got = ism(x)
+    assert_close(got.ref + got.mut, want[0] + want[1])

@@ -48,8 +48,8 @@ class Emitter:
                 consts[("rows", name)] = tf.constant(read.rows)
                 if read.rel is not None:
                     consts[("rel", name)] = tf.constant(read.rel)
-        for index, tap in program.incremental.items():
-            consts[("tap", index)] = tf.constant(tap)
+        for index, frame in program.incremental.items():
+            consts[("frame", index)] = tf.constant(frame)
         groups = program.groups
         for k, index in enumerate(groups.nodes if groups else []):
             consts[("dense_start", index)] = tf.constant(groups.starts[:, k])
@@ -81,6 +81,9 @@ class Emitter:
                     ref = tf.pad(ref, [[0, 0], [key.left, key.right], [0, 0]],
                                  constant_values=key.value)
             cache[key.name] = tf.reshape(ref, [-1, ref.shape[-1]])
+        for index in program.incremental:
+            layer = self.graph.nodes[index].op
+            cache[f"kernel_n{index}"] = reversed_kernel(tf.cast(layer.kernel, tf.float32))
         return [values[t] for t in self.graph.output_ids], cache
 
     def _linear_part(self, node, x):
@@ -148,8 +151,14 @@ class Emitter:
         return tf.where((rel >= 0)[..., None], recomputed, window)
 
     def _incremental_conv(self, node_plan, values, cache, b, p):
-        """Reference pre-activation + the convolution of the input's change, then activation."""
-        import keras
+        """Reference pre-activation + the convolution of the input's change, then activation.
+
+        The change (M, w, C) times the reversed kernel (cached by the reference pass),
+        (M * w, C) x (C, k * F), gives every
+        product of a window entry and a tap; static shifted adds sum them into the stride-1
+        frame (M, W_c, F) (``ConvRule.frame_index``), and one gather per mutation picks the
+        layer's W_out outputs from it (stride, padding and window edges live in that table).
+        """
         import tensorflow as tf
 
         node = node_plan.node
@@ -157,14 +166,10 @@ class Emitter:
         name = ("change", node.index)
         reference = self._gather_rows(name, self.program.reads[name], cache, b, p)  # (M, w, C)
         change = tf.cast(values[node.arg_ids[0]], tf.float32) - tf.cast(reference, tf.float32)
-        kernel = keras.ops.cast(layer.kernel, change.dtype)                       # (k, C, F)
-        per_tap = tf.einsum("mwc,kcf->mkwf", change, kernel)                      # (M, k, w, F)
-        taps, width = per_tap.shape[1], per_tap.shape[2]
-        index = tf.gather(self._constants[("tap", node.index)], p)                # (M, k, W)
-        flat = tf.reshape(per_tap, [tf.shape(per_tap)[0], taps * width, per_tap.shape[-1]])
-        offset = tf.maximum(index, 0) + width * tf.range(taps)[None, :, None]
-        picked = tf.gather(flat, offset, batch_dims=1)                            # (M, k, W, F)
-        delta = tf.reduce_sum(tf.where((index >= 0)[..., None], picked, 0.0), axis=1)
+        frame = delta_frame(change, cache[f"kernel_n{node.index}"], node_plan.rule.kernel,
+                            node_plan.rule.dilation)                              # (M, W_c + 1, F)
+        index = tf.gather(self._constants[("frame", node.index)], p)              # (M, W_out)
+        delta = tf.gather(frame, index, batch_dims=1)                             # (M, W_out, F)
         read = self.program.pre_activation[node.index]
         reference = self._gather_rows(("pre", node.index), read, cache, b, p)
         return layer.activation(tf.cast(reference, tf.float32) + delta)
@@ -200,3 +205,56 @@ class Emitter:
         delta = tf.matmul(tf.reshape(change, [tf.shape(change)[0], -1]), rows)
         reference = tf.gather(cache[self.program.pre_activation[node.index].key.name], b)
         return layer.activation(tf.cast(reference, tf.float32) + delta)
+
+
+def reversed_kernel(kernel):
+    """A (k, C, F) Conv1D kernel as the (C, k * F) matrix of its taps in reverse order."""
+    import tensorflow as tf
+
+    taps, channels, filters = kernel.shape
+    return tf.reshape(tf.transpose(tf.reverse(kernel, [0]), [1, 0, 2]), [channels, taps * filters])
+
+
+def delta_frame(change, flat_kernel, taps, dilation):
+    """The stride-1 'full' convolution of a window's change, with a zero row appended.
+
+    Parameters
+    ----------
+    change : tf.Tensor of shape (M, w, C)
+        The input's change on its window, float32.
+    flat_kernel : tf.Tensor of shape (C, k * F)
+        ``reversed_kernel`` of the (k, C, F) kernel.
+    taps, dilation : int
+        Kernel size ``k`` and dilation.
+
+    Returns
+    -------
+    tf.Tensor of shape (M, W_c + 1, F), W_c = w + dilation * (k - 1)
+        Entry ``u < W_c`` is ``sum_r kernel[k - 1 - r] . change[u - dilation * r]`` over the
+        reversed taps ``r`` whose entry lies in the window; entry ``W_c`` is zero.
+    """
+    import tensorflow as tf
+
+    channels, width = change.shape[2], change.shape[1]
+    filters = flat_kernel.shape[1] // taps
+    products = tf.matmul(tf.reshape(change, [-1, channels]), flat_kernel)
+    products = tf.reshape(products, [-1, width, taps, filters])      # (M, w, k, F), reversed taps
+    span = dilation * (taps - 1)
+    if width <= taps:
+        parts = [tf.pad(_dilate(products[:, i], dilation), [[0, 0], [i, width - 1 - i], [0, 0]])
+                 for i in range(width)]
+    else:
+        parts = [tf.pad(products[:, :, r], [[0, 0], [dilation * r, span - dilation * r], [0, 0]])
+                 for r in range(taps)]
+    return tf.pad(tf.add_n(parts), [[0, 0], [0, 1], [0, 0]])
+
+
+def _dilate(taps, dilation):
+    """(M, k, F) -> (M, dilation * (k - 1) + 1, F): the taps ``dilation`` entries apart."""
+    import tensorflow as tf
+
+    if dilation == 1:
+        return taps
+    k, filters = taps.shape[1], taps.shape[2]
+    spread = tf.pad(taps[:, :, None], [[0, 0], [0, 0], [0, dilation - 1], [0, 0]])
+    return tf.reshape(spread, [-1, k * dilation, filters])[:, :dilation * (k - 1) + 1]

@@ -23,6 +23,7 @@ from fastism_dist.errors import MutationSpecError
 
 MEMORY_BUDGET_BYTES = 1 << 30
 AUTO_XLA_MIN_BATCHES = 24
+MAX_BATCH_SIZE = 512
 
 
 class FastISM(ISMExecutor):
@@ -78,8 +79,8 @@ class FastISM(ISMExecutor):
 
     def _default_batch_size(self):
         per_mutation = max(self.program.bytes_per_mutation(), 1)
-        size = MEMORY_BUDGET_BYTES // (4 * per_mutation)
-        return int(np.clip(size // 16 * 16, 16, 1024))
+        size = MEMORY_BUDGET_BYTES // per_mutation  # an upper bound of what a call holds
+        return int(np.clip(size // 16 * 16, 16, MAX_BATCH_SIZE))
 
     def _batches(self, triples, position_indices):
         """Full calls of mutations sorted by their incremental-dense window group, if any.
@@ -113,10 +114,14 @@ class FastISM(ISMExecutor):
         return self._tune_xla(b, p, s, group)
 
     def _call_mutation(self, xla, b, p, s, group):
+        """One call; with XLA every call is padded to ``batch_size`` rows (one compilation)."""
         anchor, merged = group if group is not None else (0, False)
         anchor = np.asarray(anchor, dtype=np.int32)  # a tensor argument: no retrace per group
+        n = len(b)
+        if xla and n < self.batch_size:
+            b, p, s = (np.concatenate([a, np.repeat(a[:1], self.batch_size - n)]) for a in (b, p, s))
         outs = self._mutation_fns[bool(xla)](self._cache, b, p, s, anchor, bool(merged))
-        return [np.asarray(o, dtype=np.float32) for o in outs]
+        return [np.asarray(o, dtype=np.float32)[:n] for o in outs]
 
     def _tune_xla(self, b, p, s, group):
         """Calls 0-1 without XLA (trace, then timed), 2-3 with (compile, then timed); then keep

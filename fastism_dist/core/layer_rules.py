@@ -142,13 +142,24 @@ class ConvRule(Window):
                            padding="valid", dilation_rate=self.dilation)
         return y + keras.ops.cast(layer.bias, "float32") if layer.use_bias else y
 
-    def taps(self, out_start, out_width, in_start, in_width):
-        """(P, kernel, out_width) index into the input window [in_start, in_start + in_width)
-        that tap t of each output reads, -1 where it reads outside that window."""
-        j = out_start[:, None, None] + np.arange(out_width)[None, None, :]
-        tap = np.arange(self.kernel)[None, :, None]
-        index = self.stride * j - self.pad_left + self.dilation * tap - in_start[:, None, None]
-        return np.where((index >= 0) & (index < in_width), index, -1).astype(np.int32)
+    def frame_width(self, in_width):
+        """Width ``W_c = in_width + dilation * (kernel - 1)`` of the frame of every stride-1
+        output of the kernel that reads an input window of ``in_width`` positions."""
+        return in_width + self.dilation * (self.kernel - 1)
+
+    def frame_index(self, out_start, out_width, in_start, in_width):
+        """(P, out_width) int32 frame entry of each output of the window.
+
+        Frame entry ``u`` of an input window starting at ``in_start`` is the stride-1
+        output whose reversed tap ``r`` (tap ``kernel - 1 - r``) reads window entry
+        ``u - dilation * r``; output ``j`` of the layer is frame entry
+        ``stride * j - pad_left - in_start + dilation * (kernel - 1)``. Outputs reading no
+        entry of the input window get ``W_c`` (a zero row appended to the frame).
+        """
+        j = out_start[:, None] + np.arange(out_width)[None, :]
+        frame = self.stride * j - self.pad_left - in_start[:, None] + self.dilation * (self.kernel - 1)
+        size = self.frame_width(in_width)
+        return np.where((frame >= 0) & (frame < size), frame, size).astype(np.int32)
 
 
 def _pool_geometry(config, in_shapes):

@@ -10,7 +10,8 @@ It also plans the exact shortcuts:
   ``conv(x_mut) = conv(x_ref) + conv(x_mut - x_ref)``, and the change is non-zero only on the
   input's recomputed window (``w_in`` positions). The changed outputs are the cached reference
   pre-activation plus ``sum_i K[tap(j, i)] . change[i]``: (w_in, C_in) x (C_in, k * C_out) per
-  mutation and a gather of the taps, instead of a convolution over the ``W_out`` affected outputs.
+  mutation, static shifted adds of the products into the stride-1 frame of the window and one
+  gather of the ``W_out`` outputs from it, instead of a convolution over the affected outputs.
   It is used where it is cheaper (w_in < W_out). On a Conv1D reading the sequence input (w_in is
   the substitution width) it is the *first-layer lookup*;
 * *incremental dense*: a Dense after a channels-last Flatten is linear before its activation, so
@@ -75,8 +76,8 @@ class Program:
     keys : dict CacheKey -> padded length of a cached tensor (flattened to rows per sequence)
     full_refs : set of tensor ids cached whole
     reads : dict (node index | "out", argument position) -> WindowRead | "direct" | "ref" | "full"
-    incremental : dict node index -> (P, k, W_out) index into its input's window that tap t of
-        each output of an incrementally computed Conv1D reads, -1 where it reads outside it
+    incremental : dict node index -> (P, W_out) entry of each output of an incrementally
+        computed Conv1D in the stride-1 frame of its input's window (``ConvRule.frame_index``)
     pre_activation : dict node index -> WindowRead of the node's cached pre-activation output
     dense : dict node index -> (tensor id, WindowRead of its reference window)
     elided : set of node indices not computed (only an incremental dense reads them)
@@ -184,7 +185,8 @@ class Program:
                 return False
         elif not (incremental_conv and source.width < out.width):
             return False
-        self.incremental[node.index] = rule.taps(out.start, out.width, source.start, source.width)
+        self.incremental[node.index] = rule.frame_index(out.start, out.width, source.start,
+                                                         source.width)
         self.reads[("change", node.index)] = self._window_read(tid, source.start, source.width,
                                                                reference_only=True)
         rows = (out.start[:, None] + np.arange(out.width)[None, :]).astype(np.int32)
@@ -226,24 +228,46 @@ class Program:
     # -- cost ----------------------------------------------------------------------------------
 
     def bytes_per_mutation(self):
-        """Rough float32 bytes one mutation occupies in the mutation pass (for the batch size)."""
-        total = 0
+        """Float32 bytes one mutation occupies in the mutation pass if nothing were freed.
+
+        Every tensor the pass computes counts once (its window, or all of it), every window
+        read once more (the gathered rows and the overlay), and each incremental convolution
+        its products, shifted parts and frame: an upper bound on what a call holds, since the
+        pass frees a tensor once its readers have run.
+        """
+        total, seen = 0, set()
         for node_plan in self.plan.nodes:
-            if node_plan.state == REF:
+            if node_plan.state == REF or node_plan.node.index in self.elided:
                 continue
-            for tid in node_plan.node.out_ids + node_plan.node.arg_ids:
-                tensor = self.plan.tensors[tid]
-                shape = self.graph.shapes[tid]
-                per_position = int(np.prod([d or 1 for d in shape[1:]])) if shape else 1
-                if tensor.state == WIN:
-                    total += tensor.width * per_position
-                else:
-                    total += per_position * (shape[0] or 1 if shape else 1)
-        for index, taps in self.incremental.items():  # per-tap products and their gather
-            source = self.plan.tensors[self.graph.nodes[index].arg_ids[0]]
-            filters = self.graph.shapes[self.graph.nodes[index].out_ids[0]][-1]
-            total += 2 * taps.shape[1] * (source.width + taps.shape[2]) * filters
+            for tid in node_plan.node.out_ids:
+                if tid not in seen:
+                    seen.add(tid)
+                    total += self._tensor_floats(tid)
+        for read in list(self.reads.values()) + list(self.pre_activation.values()):
+            if isinstance(read, WindowRead) and read.rows is not None:
+                total += 2 * read.rows.shape[1] * self.graph.shapes[self._read_tensor(read)][-1]
+        for index in self.incremental:
+            total += self._incremental_floats(index)
         return 4 * total
+
+    def _tensor_floats(self, tid):
+        tensor, shape = self.plan.tensors[tid], self.graph.shapes[tid]
+        per_position = int(np.prod([d or 1 for d in shape[1:]])) if shape else 1
+        if tensor.state == WIN:
+            return tensor.width * per_position
+        return per_position * (shape[0] or 1 if shape else 1)
+
+    def _read_tensor(self, read):
+        tensor = read.key.tensor
+        return tensor if tensor >= 0 else self.graph.nodes[-1 - tensor].out_ids[0]
+
+    def _incremental_floats(self, index):
+        """Floats per mutation of an incremental convolution's products, parts and frame."""
+        node, rule = self.graph.nodes[index], self.plan.nodes[index].rule
+        width = self.plan.tensors[node.arg_ids[0]].width
+        filters = self.graph.shapes[node.out_ids[0]][-1]
+        frame = rule.frame_width(width) + 1
+        return (width * rule.kernel + (min(width, rule.kernel) + 1) * frame) * filters
 
 
 @dataclass
