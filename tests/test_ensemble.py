@@ -241,3 +241,27 @@ def _wait_for_groups(out, at_least, thread, timeout=120):
             pass
         time.sleep(0.02)
     raise AssertionError(f"no {at_least} model group(s) done in {timeout} s")
+
+
+def test_keep_sizes_its_chunks_for_every_model(tmp_path):
+    """The automatic chunk size keeps a chunk's stored outputs under 32 MiB with all the models
+    of a ``keep`` store side by side, as ``mean`` does with one."""
+    import keras
+
+    from fastism_dist.distributed import plan_run
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((24, 4))
+    wide = keras.Model(inp, keras.layers.Conv1D(64, 3, padding="same", name="y")(inp))
+    folder = tmp_path / "models"
+    folder.mkdir()
+    wide.save(folder / "m0.keras")
+    for k in range(1, 8):
+        shutil.copy(folder / "m0.keras", folder / f"m{k}.keras")
+    fasta = write_fasta(tmp_path / "in.fa", random_letters(100, 24, seed=5))
+    per_sequence = 24 * 4 * 24 * 64 * 4  # (pos, base, length, filters) float32
+    plans = {mode: plan_run(str(folder), fasta, str(tmp_path / f"{mode}.zarr"), ensemble=mode)
+             for mode in ("mean", "keep")}
+    assert plans["mean"].chunk_size * per_sequence <= 32 * 2**20
+    assert plans["keep"].chunk_size * 8 * per_sequence <= 32 * 2**20
+    assert plans["keep"].chunk_size < plans["mean"].chunk_size

@@ -26,11 +26,13 @@ def check_views_of_run(keras_model, seq, spec, rc, shifts, bases):
     return rc, shifts
 
 
-def chunk_shapes(keras_model, seq, output_plan, rc, shifts):
-    """Per-sequence shapes sizing a chunk: stored ones, or every raw output when averaging
-    (the workers then hold one chunk's raw outputs)."""
+def chunk_shapes(keras_model, seq, output_plan, rc, shifts, kept_models=1):
+    """Per-sequence shapes sizing a chunk: stored ones (times ``kept_models``, the models an
+    ensemble keeps side by side), or every raw output when averaging (the workers then hold one
+    chunk's raw outputs)."""
     if not rc and tuple(shifts) == (0,):
-        return list(output_plan.shapes.values())
+        shapes = list(output_plan.shapes.values())
+        return shapes if kept_models == 1 else [(kept_models, *s) for s in shapes]
     return list(output_shapes(keras_model, seq).values())
 
 

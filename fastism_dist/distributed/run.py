@@ -320,7 +320,8 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         chunk_size = read_chunk_size(out)
     if chunk_size is None:
         chunk_size = auto_chunk_size(len(source), spec.n_positions, len(spec.substitutions),
-                                     chunk_shapes(keras_model, seq, output_plan, rc, shifts),
+                                     chunk_shapes(keras_model, seq, output_plan, rc, shifts,
+                                                  _kept_models(spec_ens)),
                                      dtype)
         if read_chunk is not None:
             chunk_size = -(-max(chunk_size, read_chunk) // read_chunk) * read_chunk
@@ -427,6 +428,11 @@ def write_template(run):
         dims=plan.dims, alt=run.alt, attrs=run.attrs, run_id=run.store_id,
         read_chunk=run.read_chunk, **_model_dim(run.ensemble),
     )
+
+
+def _kept_models(ensemble):
+    """Models stored side by side per sequence: all of a ``keep`` ensemble's, else one."""
+    return ensemble.n_models if ensemble is not None and ensemble.mode == "keep" else 1
 
 
 def _model_dim(ensemble):
