@@ -8,6 +8,7 @@ tmpfs is grown (``mount -o remount``) and the same command is run again. Mountin
 import os
 import shutil
 import subprocess
+import time
 from types import SimpleNamespace
 
 import keras
@@ -45,7 +46,17 @@ def small_disk(tmp_path):
     try:
         yield SimpleNamespace(path=disk, grow=grow)
     finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=60)
+        _unmount(disk)
+
+
+def _unmount(disk):
+    """Unmount the tmpfs (waiting for worker processes that still hold files there), so that
+    pytest can later remove its folder."""
+    for _ in range(50):
+        if subprocess.run(["umount", str(disk)], capture_output=True, timeout=60).returncode == 0:
+            return
+        time.sleep(0.2)
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -85,11 +85,14 @@ class ISMWorkerPlugin(WorkerPlugin):
                                           run.output_plan)
 
     def _warm_up(self):
-        """Trace the executor's functions before the first task: ISM at a few positions of the
-        run's first sequence, as a batch of one and of two (after two batch sizes TensorFlow
-        traces for any, so a task of any chunk size does not trace again)."""
+        """Trace the executor's functions before the first task: ISM at a few positions of
+        random one-hot sequences (the source is not read: it may be slow), as a batch of one and
+        of two (after two batch sizes TensorFlow traces for any, so a task of any chunk size
+        does not trace again)."""
         n = min(2, self.run.n_sequences)
-        x = np.asarray(self.run.source.read(np.arange(n)), dtype=np.float32)
+        seq = self.executor.seq
+        letters = np.random.default_rng(0).integers(0, seq.channels, (n, seq.length))
+        x = np.eye(seq.channels, dtype=np.float32)[letters]
         others = None if self.run.other_inputs is None else self.run.other_inputs.read(slice(0, n))
         for size in sorted({1, n}):
             self.executor.warm_up(x[:size], None if others is None else [o[:size] for o in others])
