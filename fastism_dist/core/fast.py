@@ -129,7 +129,8 @@ class FastISM(ISMExecutor):
         use_xla = len(self._tuning) >= 2
         started = time.perf_counter()
         outs = self._call_mutation(use_xla, b, p, s, group)
-        self._tuning.append((time.perf_counter() - started) / len(b))
+        rows = max(len(b), self.batch_size) if use_xla else len(b)  # XLA calls are padded
+        self._tuning.append((time.perf_counter() - started) / rows)
         if len(self._tuning) == 4:
             self.xla = self._tuning[3] < 0.9 * self._tuning[1]
             self._tuning = None

@@ -25,7 +25,7 @@ from fastism_dist.distributed.model import executor_class, model_file
 from fastism_dist.distributed.settings import WORKER_ENV
 from fastism_dist.distributed.sink import ChunkSink, reference_letters
 from fastism_dist.distributed.variants import AltAlleles
-from fastism_dist.store import open_writer
+from fastism_dist.store import n_chunks, open_writer
 
 PLUGIN_NAME = "fastism-model"
 
@@ -86,15 +86,16 @@ class ISMWorkerPlugin(WorkerPlugin):
 
     def _warm_up(self):
         """Trace the executor's functions before the first task: ISM at a few positions of
-        random one-hot sequences (the source is not read: it may be slow), as a batch of one and
-        of two (after two batch sizes TensorFlow traces for any, so a task of any chunk size
-        does not trace again)."""
-        n = min(2, self.run.n_sequences)
+        random one-hot sequences (the source is not read: it may be slow), in batches of a
+        chunk's sequences and of the last, shorter chunk's: the shapes the tasks will use."""
+        run = self.run
+        n = min(run.chunk_size, run.n_sequences)
+        last = run.n_sequences - (n_chunks(run.n_sequences, run.chunk_size) - 1) * run.chunk_size
         seq = self.executor.seq
         letters = np.random.default_rng(0).integers(0, seq.channels, (n, seq.length))
         x = np.eye(seq.channels, dtype=np.float32)[letters]
         others = None if self.run.other_inputs is None else self.run.other_inputs.read(slice(0, n))
-        for size in sorted({1, n}):
+        for size in sorted({n, last}, reverse=True):
             self.executor.warm_up(x[:size], None if others is None else [o[:size] for o in others])
 
     def teardown(self, worker=None):
