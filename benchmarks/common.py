@@ -19,6 +19,7 @@ minus the RSS just before them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -392,3 +393,23 @@ def write_results(name, rows, columns, meta, out_dir=None, title=None, notes=())
 
 if __name__ == "__main__":
     _call_main()
+
+
+@contextlib.contextmanager
+def local_client(workers):
+    """A client of a fresh ``LocalCluster`` of ``workers`` single-threaded worker processes
+    (spawned, GPUs hidden, one OpenMP thread), waited for; both closed on exit."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address="127.0.0.1:0", host="127.0.0.1",
+                               env={"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+                                    "OMP_NUM_THREADS": "1"})
+    try:
+        with Client(cluster, set_as_default=False) as client:
+            client.wait_for_workers(workers)
+            yield client
+    finally:
+        cluster.close()

@@ -34,7 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine_info, write_results  # noqa: E402
+from benchmarks.common import local_client, machine_info, write_results  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -89,25 +89,15 @@ def worker_peak_rss_mb(client):
 
 def measure(setting, model, fasta, out, workers, **options):
     """One setting on a fresh cluster of ``workers`` single-threaded workers."""
-    import dask
-    from distributed import Client, LocalCluster
-
     from fastism_dist.distributed import score
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address="127.0.0.1:0", host="127.0.0.1",
-                               env={"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-                                    "OMP_NUM_THREADS": "1"})
     try:
-        with Client(cluster, set_as_default=False) as client:
-            client.wait_for_workers(workers)
+        with local_client(workers) as client:
             summary = score(model, fasta, out, client=client, progress=False, **options)
             peak = worker_peak_rss_mb(client)
     finally:
-        cluster.close()
         shutil.rmtree(out, ignore_errors=True)
     seconds = summary.setup_s + summary.compute_s
     return {"setting": setting, "scoring_s": seconds, "model_mutations": summary.mutations,

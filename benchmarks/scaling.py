@@ -33,6 +33,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import local_client  # noqa: E402
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -118,33 +122,21 @@ def engine(model_path, fasta, workers, method, chunk_size, batch_size, directory
 
     Best of ``repeats`` runs on the same cluster (each run loads the model again).
     """
-    import dask
-    from distributed import Client, LocalCluster
-
     from fastism_dist.distributed import score
 
     out = str(Path(directory) / f"scaling-{workers}.zarr")
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address="127.0.0.1:0", host="127.0.0.1",
-                               env={"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-                                    "OMP_NUM_THREADS": "1"})
-    try:
-        with Client(cluster, set_as_default=False) as client:
-            client.wait_for_workers(workers)
-            start_s = time.perf_counter() - t0
-            summary = None
-            for _ in range(repeats):
-                run = score(model_path, fasta, out, client=client, method=method,
-                            chunk_size=chunk_size, batch_size=batch_size, overwrite=True,
-                            progress=False)
-                if summary is None or run.compute_s < summary.compute_s:
-                    summary = run
-            rss = sorted(client.run(_peak_rss_mb).values())
-    finally:
-        cluster.close()
+    with local_client(workers) as client:
+        start_s = time.perf_counter() - t0
+        summary = None
+        for _ in range(repeats):
+            run = score(model_path, fasta, out, client=client, method=method,
+                        chunk_size=chunk_size, batch_size=batch_size, overwrite=True,
+                        progress=False)
+            if summary is None or run.compute_s < summary.compute_s:
+                summary = run
+        rss = sorted(client.run(_peak_rss_mb).values())
     # steady state: every task but the first on each worker (which traces the model's shapes)
     seen, steady = set(), []
     for task in summary.tasks:
