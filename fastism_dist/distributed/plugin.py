@@ -2,8 +2,8 @@
 
 The run's ``ISMWorkerPlugin`` travels once to every worker with the run's ``RunPlan`` (model
 path or bytes, sequence source, store, output plan: never arrays of data). Its ``setup`` loads
-the model, builds the executor, warms it up (traces its functions on the run's first sequences)
-and opens the store writer once per worker, so no task pays for tracing. A task carries only
+the model, builds the executor, warms it up (traces its functions on random sequences shaped
+like the run's chunks) and opens the store writer once per worker. A task carries only
 its chunk index and row range: the worker reads its own rows, runs ISM into a ``ChunkSink``
 (which reduces each batch as it arrives and writes the chunk) and so marks the chunk done.
 """
