@@ -153,6 +153,7 @@ def engine(model_path, fasta, workers, method, chunk_size, batch_size, directory
             "wall_s": start_s + summary.wall_s, "mutations_per_s": summary.mutations_per_s,
             "chunks": summary.n_chunks, "chunk_size": summary.chunk_size, "peak_rss_mb": rss,
             "per_worker_chunks": sorted(w["chunks"] for w in summary.per_worker.values()),
+            "per_worker_xla": [w.get("xla") for _, w in sorted(summary.per_worker.items())],
             "steady_mutations_per_s_per_worker": steady_rate,
             "steady_ism_fraction_of_task": ism_share}
 
@@ -185,7 +186,7 @@ def markdown(result):
                 f"{r['steady_mutations_per_s_per_worker']:,.0f} mutations/s per worker, "
                 f"{100 * r['steady_ism_fraction_of_task']:.0f}% of each task in ISM (the rest: "
                 f"reading sequences, writing the chunk, marking it done); chunks per worker "
-                f"{r['per_worker_chunks']}.")
+                f"{r['per_worker_chunks']}; XLA chosen per worker {r.get('per_worker_xla')}.")
     lines += ["", f"Engine overhead with 1 worker (scoring phase, in-process rate / 1-worker rate − 1): "
               f"{result['engine_overhead_pct']:.1f}% against a cold in-process call (tracing included, "
               f"as each worker pays once), {result['engine_overhead_vs_warm_pct']:.1f}% against a warm "

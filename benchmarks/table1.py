@@ -4,7 +4,9 @@ on Basset, Factorized Basset and BPNet at 1 kb and 2 kb.
 Methods (``--methods``):
 
 - ``naive``     ``fastism_dist.NaiveISM``: every mutant through the whole model, batched.
-- ``fast``      ``fastism_dist.FastISM`` (``--fast-option key=value`` passes executor switches).
+- ``fast``      ``fastism_dist.FastISM`` (``--fast-option key=value`` passes executor switches),
+  warmed up with ``FastISM.warm_up`` (tracing and the XLA decision) before the timed calls, as
+  the engine's workers are; ``fast_n1`` is the same on the first sequence alone (N = 1).
 - ``original``  the PyPI ``fastism`` 0.5.1 package (needs ``--original-venv``, built by
   ``benchmarks/make_fastism_venv.sh``), its per-position model call wrapped in ``tf.function``;
   ``original_shipped`` is the package exactly as shipped (one eager call per position).
@@ -47,7 +49,7 @@ except ImportError:  # run as a script: benchmarks/ itself is on sys.path
     import common
 
 MODELS = ("basset", "factorized_basset", "bpnet")
-ISM_METHODS = ("naive", "fast", "original", "original_shipped")
+ISM_METHODS = ("naive", "fast", "fast_n1", "original", "original_shipped")
 ALL_METHODS = ISM_METHODS + ("gradxinput", "ig", "deepshap")
 DEFAULT_METHODS = ("naive", "fast", "gradxinput", "ig")
 IG_STEPS = 50
@@ -184,7 +186,8 @@ def _method(method, model, x, batch_size, fast_options):
         from fastism_dist import FastISM
 
         ism = FastISM(model, check=False, batch_size=batch_size, **fast_options)
-        note = f"{ism.batch_size} mutations / call"
+        ism.warm_up(x)
+        note = f"{ism.batch_size} mutations / call, XLA {'on' if ism.xla is True else 'off'}"
         if fast_options:
             note += "; " + ", ".join(f"{k}={v}" for k, v in sorted(fast_options.items()))
         return (lambda: ism(x)), None, note
@@ -410,6 +413,9 @@ def main(argv=None):
                              f"{','.join(DEFAULT_METHODS)}, plus original with --original-venv")
     parser.add_argument("--n-seqs", type=int, default=10,
                         help="sequences timed per method (times are scaled to 100). Default 10")
+    parser.add_argument("--naive-n-seqs", type=int, default=None,
+                        help="sequences for naive ISM (the slowest; times are scaled to 100). "
+                             "Default: --n-seqs")
     parser.add_argument("--original-n-seqs", type=int, default=32,
                         help="sequences for the original fastISM, all in one call: it batches "
                              "over sequences only (one model call per position and base), so "
@@ -464,10 +470,13 @@ def main(argv=None):
                                           timeout=args.timeout)
                     result["n_seqs"] = original_n
                 else:
-                    kwargs = dict(model=model_name, seq_len=seq_len, method=method,
-                                  n_seqs=args.n_seqs, repeats=args.repeats,
+                    n_seqs = {"naive": args.naive_n_seqs or args.n_seqs,
+                              "fast_n1": 1}.get(method, args.n_seqs)
+                    kwargs = dict(model=model_name, seq_len=seq_len,
+                                  method="fast" if method == "fast_n1" else method,
+                                  n_seqs=n_seqs, repeats=args.repeats,
                                   batch_size=args.batch_size, model_kwargs=model_kwargs,
-                                  fast_options=fast_options if method == "fast" else None,
+                                  fast_options=fast_options if method.startswith("fast") else None,
                                   seed=args.seed)
                     python = shap_python if method == "deepshap" else None
                     if args.isolate or python not in (None, sys.executable):
@@ -478,7 +487,7 @@ def main(argv=None):
                             result = measure(**kwargs)
                         except Exception as err:  # keep the other rows
                             result = {"error": f"{type(err).__name__}: {err}"}
-                    result["n_seqs"] = args.n_seqs
+                    result["n_seqs"] = n_seqs
                 row = {"model": model_name, "seq_len": seq_len, "method": method, **result}
                 if "error" in row:
                     row["note"] = "FAILED: " + row["error"]

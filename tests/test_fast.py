@@ -237,6 +237,37 @@ def test_auto_xla_tunes_and_stays_exact(pooled_dense_case, monkeypatch):
     assert_close(got.ref + got.mut, want)
 
 
+def test_warm_up_settles_auto_xla_and_later_calls_stay_exact(pooled_dense_case):
+    model, x, want = pooled_dense_case
+    ism = FastISM(model, check=False, batch_size=32, xla="auto")
+    ism.warm_up(x)
+    assert ism.xla in (True, False)
+    assert ism.xla_timings["rows"] > 0
+    assert ism.xla_timings["plain_s"] > 0 and ism.xla_timings["xla_s"] > 0
+    assert_close(ism(x).ref + ism(x).mut, want)
+
+
+@pytest.mark.parametrize("choice", [True, False])
+def test_decide_xla_keeps_a_fixed_choice_and_either_choice_is_exact(pooled_dense_case, choice):
+    model, x, want = pooled_dense_case
+    fixed = FastISM(model, check=False, batch_size=32, xla=choice)
+    fixed.warm_up(x)
+    assert fixed.xla is choice and fixed.xla_timings is None
+    auto = FastISM(model, check=False, batch_size=32, xla="auto")
+    assert auto.decide_xla(x) in (True, False)
+    auto.xla = choice
+    got = auto(x)
+    assert_close(got.ref + got.mut, want)
+
+
+def test_decide_xla_without_mutations_stays_auto():
+    model = toy_models.conv_flatten_dense()
+    ism = FastISM(model, check=False, xla="auto", substitutions=np.eye(4, dtype=np.float32)[:1])
+    x = np.zeros((1,) + tuple(model.inputs[0].shape[1:]), dtype=np.float32)
+    x[..., 0] = 1.0  # every substitution is the identity edit
+    assert ism.decide_xla(x) == "auto"
+
+
 def test_bad_xla_option():
     from fastism_dist.errors import MutationSpecError
 

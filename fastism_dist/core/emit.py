@@ -201,7 +201,10 @@ class Emitter:
         else:
             start = tf.gather(self._constants[("dense_start", node.index)], anchor)
         kernel = keras.ops.cast(layer.kernel, change.dtype)
-        rows = tf.slice(kernel, [start * channels, 0], [width * channels, kernel.shape[1]])
+        units = kernel.shape[1]
+        # a gather, not a slice: XLA compiles a slice once per start value, a gather once
+        rows = tf.gather(tf.reshape(kernel, [-1, channels, units]), start + tf.range(width))
+        rows = tf.reshape(rows, [width * channels, units])
         delta = tf.matmul(tf.reshape(change, [tf.shape(change)[0], -1]), rows)
         reference = tf.gather(cache[self.program.pre_activation[node.index].key.name], b)
         return layer.activation(tf.cast(reference, tf.float32) + delta)

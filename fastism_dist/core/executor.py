@@ -137,8 +137,8 @@ class ISMExecutor:
     def _default_batch_size(self):
         return DEFAULT_BATCH_SIZE
 
-    def _begin(self, n_batches):
-        """Called before the mutation batches of one run; ``n_batches`` is about how many."""
+    def _begin(self, triples, position_indices):
+        """Called before the mutation batches of one run, with its (N, 3) mutations."""
 
     def __call__(self, x, other_inputs=None, sink=None):
         """Run ISM on ``x`` of shape (B, L, C).
@@ -171,6 +171,7 @@ class ISMExecutor:
         n = int(np.clip(budget // per_position, 1, self.spec.n_positions))
         positions = np.unique(np.linspace(0, self.spec.n_positions - 1, n).round().astype(int))
         self._run(x, others, positions, DiscardSink())
+
     def run_positions(self, x, position_indices, other_inputs=None, sink=None):
         """ISM of ``x`` (B, L, C) at some of the mutated positions only.
 
@@ -192,7 +193,7 @@ class ISMExecutor:
         sink.begin(ref, (len(x), len(position_indices), len(self.spec.substitutions)))
         if len(triples) == 0:
             return sink.finish()
-        self._begin(-(-len(triples) // self.batch_size))
+        self._begin(triples, position_indices)
         for group, batch in self._batches(triples, position_indices):
             outs = self._mutants(*self._padded(batch, position_indices), group)
             sink.add(batch[:, 0], batch[:, 1], batch[:, 2],

@@ -16,6 +16,7 @@ import numpy as np
 from fastism_dist.core.check import self_check
 from fastism_dist.core.emit import Emitter
 from fastism_dist.core.executor import ISMExecutor
+from fastism_dist.core.mutations import validate_other_inputs, validate_sequences
 from fastism_dist.core.graph import read_graph
 from fastism_dist.core.plan import make_plan
 from fastism_dist.core.program import Program
@@ -23,6 +24,7 @@ from fastism_dist.errors import MutationSpecError
 
 MEMORY_BUDGET_BYTES = 1 << 30
 AUTO_XLA_MIN_BATCHES = 24
+XLA_TIMING_REPEATS = 5
 MAX_BATCH_SIZE = 512
 
 
@@ -43,10 +45,11 @@ class FastISM(ISMExecutor):
     incremental_dense : bool
         Update a Dense after Flatten from the changed rows only. Default is True.
     xla : bool or "auto"
-        Compile the mutation pass with XLA (``jit_compile=True``). "auto" times calls with and
-        without XLA once the executor has run ``AUTO_XLA_MIN_BATCHES`` batches (over one or
-        several calls, so repeated calls on one or two sequences are tuned too) and keeps the
-        faster. Default is "auto".
+        Compile the mutation pass with XLA (``jit_compile=True``). "auto" decides once: in
+        ``warm_up`` / ``decide_xla`` if called, else when the executor has run
+        ``AUTO_XLA_MIN_BATCHES`` batches (over one or several calls, so repeated calls on one
+        or two sequences are tuned too), by timing repeated calls of one shape with and
+        without XLA; ``xla_timings`` keeps the times. Default is "auto".
     """
 
     method = "fast"
@@ -74,7 +77,7 @@ class FastISM(ISMExecutor):
         self.program = Program(self.plan, self.spec.substitutions, **self.options)
         self._reference_fn, self._mutation_fns = Emitter(self.program).compile()
         self._cache = None
-        self._tuning = None
+        self.xla_timings = None
         self._batches_seen = 0
 
     def _default_batch_size(self):
@@ -103,15 +106,75 @@ class FastISM(ISMExecutor):
         self._cache = cache
         return [np.asarray(o, dtype=np.float32) for o in outputs]
 
-    def _begin(self, n_batches):
-        self._batches_seen += n_batches
-        if self.xla == "auto" and self._tuning is None and self._batches_seen >= AUTO_XLA_MIN_BATCHES:
-            self._tuning = []
+    def _begin(self, triples, position_indices):
+        self._batches_seen += -(-len(triples) // self.batch_size)
+        if self.xla == "auto" and self._batches_seen >= AUTO_XLA_MIN_BATCHES:
+            self._settle_xla(triples, position_indices)
 
     def _mutants(self, b, p, s, group):
-        if self._tuning is None:
-            return self._call_mutation(self.xla is True, b, p, s, group)
-        return self._tune_xla(b, p, s, group)
+        return self._call_mutation(self.xla is True, b, p, s, group)
+
+    def warm_up(self, x, other_inputs=None, max_mutations=None):
+        """``ISMExecutor.warm_up``, then with ``xla="auto"`` the XLA decision on ``x``
+        (``decide_xla``), so that the calls that follow neither trace, compile nor tune."""
+        super().warm_up(x, other_inputs, max_mutations)
+        if self.xla == "auto":
+            self.decide_xla(x, other_inputs)
+
+    def decide_xla(self, x, other_inputs=None):
+        """Settle ``xla="auto"`` now on the mutations of ``x`` (B, L, C): see ``_settle_xla``.
+
+        Returns
+        -------
+        bool or "auto"
+            The choice; still "auto" only if ``x`` has no mutation to time.
+        """
+        x = validate_sequences(x, self.seq)
+        others = validate_other_inputs(self.model, self.seq, other_inputs, len(x))
+        self._reference(x, others)
+        positions = np.arange(self.spec.n_positions)
+        self._settle_xla(self._plan_mutations(x, positions), positions)
+        return self.xla
+
+    def _settle_xla(self, triples, position_indices):
+        """Time the fullest call of ``triples`` (N, 3), the same rows ``XLA_TIMING_REPEATS``
+        times without XLA and with it, alternately (after one call each to trace and compile),
+        and keep XLA if its best time is under 0.9 of the plain one. Repeated calls of one
+        shape: the choice does not depend on a run's first, odd-sized or cold calls, nor on
+        another process (a second worker warming up) being busy during one of the timings. With XLA chosen, the call
+        variants the timing did not use (calls that span several dense window groups) are
+        compiled too, so that no later call compiles."""
+        calls = self._call_variants(triples, position_indices)
+        if not calls:
+            return
+        group, rows = max(calls, key=lambda call: len(call[1]))
+        b, p, s = self._padded(rows, position_indices)
+        for xla in (False, True):
+            self._call_mutation(xla, b, p, s, group)
+        best = {False: np.inf, True: np.inf}
+        for _ in range(XLA_TIMING_REPEATS):  # interleaved: a busy spell slows both alike
+            for xla in (False, True):
+                best[xla] = min(best[xla], self._timed_call(xla, b, p, s, group))
+        self.xla = bool(best[True] < 0.9 * best[False])
+        self.xla_timings = {"plain_s": best[False], "xla_s": best[True], "rows": len(rows)}
+        for other_group, other_rows in calls:
+            if self.xla and other_rows is not rows:
+                self._call_mutation(True, *self._padded(other_rows, position_indices), other_group)
+
+    def _call_variants(self, triples, position_indices):
+        """The fullest call of each kind (merged over dense window groups or not) in
+        ``triples``: a list of (group, rows), empty if there is no mutation."""
+        fullest = {}
+        for group, rows in self._batches(triples, position_indices):
+            kind = bool(group[1]) if group is not None else False
+            if kind not in fullest or len(rows) > len(fullest[kind][1]):
+                fullest[kind] = (group, rows)
+        return list(fullest.values())
+
+    def _timed_call(self, xla, b, p, s, group):
+        started = time.perf_counter()
+        self._call_mutation(xla, b, p, s, group)
+        return time.perf_counter() - started
 
     def _call_mutation(self, xla, b, p, s, group):
         """One call; with XLA every call is padded to ``batch_size`` rows (one compilation)."""
@@ -122,16 +185,3 @@ class FastISM(ISMExecutor):
             b, p, s = (np.concatenate([a, np.repeat(a[:1], self.batch_size - n)]) for a in (b, p, s))
         outs = self._mutation_fns[bool(xla)](self._cache, b, p, s, anchor, bool(merged))
         return [np.asarray(o, dtype=np.float32)[:n] for o in outs]
-
-    def _tune_xla(self, b, p, s, group):
-        """Calls 0-1 without XLA (trace, then timed), 2-3 with (compile, then timed); then keep
-        XLA if its time per row is under 0.9 of the plain one."""
-        use_xla = len(self._tuning) >= 2
-        started = time.perf_counter()
-        outs = self._call_mutation(use_xla, b, p, s, group)
-        rows = max(len(b), self.batch_size) if use_xla else len(b)  # XLA calls are padded
-        self._tuning.append((time.perf_counter() - started) / rows)
-        if len(self._tuning) == 4:
-            self.xla = self._tuning[3] < 0.9 * self._tuning[1]
-            self._tuning = None
-        return outs

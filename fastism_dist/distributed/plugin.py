@@ -126,8 +126,8 @@ class ISMWorkerPlugin(WorkerPlugin):
         Returns
         -------
         dict
-            ``chunk``, ``sequences``, ``mutations``, ``ism_s`` (ISM and ALT outputs) and
-            ``seconds`` (the whole task).
+            ``chunk``, ``sequences``, ``mutations``, ``ism_s`` (ISM and ALT outputs),
+            ``seconds`` (the whole task) and ``xla`` (``xla_choice``).
         """
         if self.executor is None:
             raise RuntimeError(f"{self.name}: the model is not loaded on this worker")
@@ -145,7 +145,7 @@ class ISMWorkerPlugin(WorkerPlugin):
             t_ism = time.perf_counter() - t_ism - written["write_s"]
         return {"chunk": int(chunk_index), "sequences": written["sequences"],
                 "mutations": written["mutations"], "ism_s": t_ism,
-                "seconds": time.perf_counter() - t0}
+                "seconds": time.perf_counter() - t0, "xla": xla_choice(self.executor)}
 
 
 def build_executor(run, path):
@@ -157,6 +157,15 @@ def build_executor(run, path):
         return executor_class(run.method)(path, **options)
     return AveragedISM(path, rc=run.rc, shifts=run.shifts, executor=executor_class(run.method),
                        bases="".join(run.bases), **options)
+
+
+def xla_choice(executor):
+    """Whether the executor's mutation pass runs with XLA: True, False, "auto" (not decided
+    yet) or None (an executor without the choice: naive ISM)."""
+    executors = getattr(executor, "executors", None)  # AveragedISM: one per strand
+    if executors is not None:
+        executor = next(e for e in executors.values() if e is not None)
+    return getattr(executor, "xla", None)
 
 
 def configure_tensorflow(threads):

@@ -12,7 +12,8 @@ class RunTotals:
     ----------
     chunks, mutations : int
     per_worker : dict
-        Worker address -> ``{"chunks", "mutations", "sequences"}``.
+        Worker address -> ``{"chunks", "mutations", "sequences", "xla"}`` (``xla``: whether
+        the worker's last task ran with XLA, see ``plugin.xla_choice``).
     tasks : list of dict
         Every task's result (chunk, worker, sequences, mutations, ism_s, seconds).
     """
@@ -32,6 +33,7 @@ class RunTotals:
         share["chunks"] += 1
         share["mutations"] += result["mutations"]
         share["sequences"] += result["sequences"]
+        share["xla"] = result.get("xla")
         self.tasks.append(result)
 
 
@@ -74,6 +76,8 @@ class ScoreSummary:
         ]
         total = sum(w["chunks"] for w in self.per_worker.values()) or 1
         for address, share in sorted(self.per_worker.items()):
+            xla = {True: ", XLA", False: ", no XLA"}.get(share.get("xla"), "")
             lines.append(f"  worker {address}: {share['chunks']} chunks "
-                         f"({100 * share['chunks'] / total:.0f}%), {share['mutations']:,} mutations")
+                         f"({100 * share['chunks'] / total:.0f}%), {share['mutations']:,} "
+                         f"mutations{xla}")
         return "\n".join(lines)
