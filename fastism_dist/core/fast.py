@@ -16,8 +16,8 @@ import numpy as np
 from fastism_dist.core.check import self_check
 from fastism_dist.core.emit import Emitter
 from fastism_dist.core.executor import ISMExecutor
-from fastism_dist.core.mutations import validate_other_inputs, validate_sequences
 from fastism_dist.core.graph import read_graph
+from fastism_dist.core.mutations import validate_other_inputs, validate_sequences
 from fastism_dist.core.plan import make_plan
 from fastism_dist.core.program import Program
 from fastism_dist.errors import MutationSpecError
@@ -141,9 +141,9 @@ class FastISM(ISMExecutor):
         times without XLA and with it, alternately (after one call each to trace and compile),
         and keep XLA if its best time is under 0.9 of the plain one. Repeated calls of one
         shape: the choice does not depend on a run's first, odd-sized or cold calls, nor on
-        another process (a second worker warming up) being busy during one of the timings. With XLA chosen, the call
-        variants the timing did not use (calls that span several dense window groups) are
-        compiled too, so that no later call compiles."""
+        another process (a second worker warming up) being busy during one of the timings.
+        With XLA chosen, the call variants the timing did not use (calls that span several
+        dense window groups) are compiled too, so that no later call compiles."""
         calls = self._call_variants(triples, position_indices)
         if not calls:
             return
