@@ -118,8 +118,8 @@ class FastISM(ISMExecutor):
         """``ISMExecutor.warm_up``, then with ``xla="auto"`` the XLA decision on ``x``
         (``decide_xla``), so that the calls that follow neither trace, compile nor tune."""
         super().warm_up(x, other_inputs, max_mutations)
-        if self.xla == "auto":
-            self.decide_xla(x, other_inputs)
+        if self.xla == "auto":  # the cache holds the reference of x now
+            self._decide_on(validate_sequences(x, self.seq))
 
     def decide_xla(self, x, other_inputs=None):
         """Settle ``xla="auto"`` now on the mutations of ``x`` (B, L, C): see ``_settle_xla``.
@@ -132,6 +132,10 @@ class FastISM(ISMExecutor):
         x = validate_sequences(x, self.seq)
         others = validate_other_inputs(self.model, self.seq, other_inputs, len(x))
         self._reference(x, others)
+        return self._decide_on(x)
+
+    def _decide_on(self, x):
+        """``_settle_xla`` on all mutations of ``x`` (B, L, C), whose reference is cached."""
         positions = np.arange(self.spec.n_positions)
         self._settle_xla(self._plan_mutations(x, positions), positions)
         return self.xla
@@ -157,9 +161,10 @@ class FastISM(ISMExecutor):
                 best[xla] = min(best[xla], self._timed_call(xla, b, p, s, group))
         self.xla = bool(best[True] < 0.9 * best[False])
         self.xla_timings = {"plain_s": best[False], "xla_s": best[True], "rows": len(rows)}
-        for other_group, other_rows in calls:
-            if self.xla and other_rows is not rows:
-                self._call_mutation(True, *self._padded(other_rows, position_indices), other_group)
+        if self.xla:  # compile every kind of call now (the timed one is already compiled)
+            for variant_group, variant_rows in calls:
+                self._call_mutation(True, *self._padded(variant_rows, position_indices),
+                                    variant_group)
 
     def _call_variants(self, triples, position_indices):
         """The fullest call of each kind (merged over dense window groups or not) in

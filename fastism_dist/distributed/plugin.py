@@ -162,9 +162,8 @@ def build_executor(run, path):
 def xla_choice(executor):
     """Whether the executor's mutation pass runs with XLA: True, False, "auto" (not decided
     yet) or None (an executor without the choice: naive ISM)."""
-    executors = getattr(executor, "executors", None)  # AveragedISM: one per strand
-    if executors is not None:
-        executor = next(e for e in executors.values() if e is not None)
+    if isinstance(executor, AveragedISM):  # one executor per strand, built alike
+        executor = next(e for e in executor.executors.values() if e is not None)
     return getattr(executor, "xla", None)
 
 
