@@ -99,6 +99,9 @@ def add_score_parser(subparsers):
                      help="mutate positions A..B-1 (default: the whole sequence)")
     run.add_argument("--method", choices=["fast", "naive"], default="fast",
                      help="ISM executor (default: fast)")
+    run.add_argument("--xla", choices=["auto", "on", "off"], default="auto",
+                     help="method fast: compile the mutation pass with XLA, or not; auto lets "
+                          "each worker time both in its warm-up (default: auto)")
     run.add_argument("--rc", action="store_true", help="average over each sequence and its "
                      "reverse complement, mutations mapped to forward coordinates (ACGT only)")
     run.add_argument("--shifts", metavar="N|K[,..]",
@@ -179,7 +182,7 @@ SCORE_KEYWORDS = (
     "workers", "threads_per_worker", "gpus", "scheduler", "retries",
     "chunk_size", "read_chunk", "batch_size", "start", "end", "method", "outputs", "tasks",
     "reduce", "dtype", "overwrite", "genome", "resize", "skip_mismatches", "alphabet", "rc",
-    "shifts", "ensemble", "group_size",
+    "shifts", "ensemble", "group_size", "xla",
 )
 # ``score`` flags passed only when given: a multi-input model's sequence input and other inputs
 MULTI_INPUT_KEYWORDS = ("seq_input", "other_inputs")

@@ -70,6 +70,9 @@ def test_every_score_flag_becomes_a_score_keyword():
     assert keywords["tasks"] == "0" and keywords["end"] == 9 and keywords["skip_mismatches"]
     assert keywords["safe_mode"] is False and keywords["progress"] is False
     assert keywords["security"] is None and keywords["retries"] == 3
+    assert keywords["xla"] == "auto"
+    assert score_keywords(parser.parse_args(["m.keras", "in.fa", "--out", "o.zarr", "--xla",
+                                             "off"]))["xla"] == "off"
     # every flag is mapped: the ones with another name, and the rest under their own
     own = {"help", "model", "input", "out", "tls_ca_file", "tls_cert", "tls_key", "unsafe_model",
            "quiet"}
@@ -95,6 +98,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_model_path, lambda_model_
     assert "safe mode" in _error_line(capsys)
     assert main(["score", tiny_model_path, fasta, "--out", out, "--end", "99"]) == 2
     assert "end=99" in _error_line(capsys)
+    assert main(["score", tiny_model_path, fasta, "--out", out, "--method", "naive",
+                 "--xla", "on"]) == 2
+    assert "--xla on: only method 'fast'" in _error_line(capsys)
     assert main(["score", tiny_model_path, fasta, "--out", out, "--tls-ca-file", "ca.pem"]) == 2
     assert "tls://" in _error_line(capsys)
     assert main(["score", tiny_model_path, fasta, "--out", out, "--scheduler", "tls://127.0.0.1:1"]) == 2

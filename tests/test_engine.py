@@ -330,6 +330,25 @@ def test_many_small_chunks(tmp_path, tiny_model_path, cluster):
     assert_store_equals(out, tiny_model_path, read_x(fasta))
 
 
+@pytest.mark.parametrize("xla", ["off", "on"])
+def test_xla_choice_fixed_for_every_worker(tmp_path, tiny_model_path, tiny_fasta, client, xla):
+    out = str(tmp_path / "out.zarr")
+    summary = score(tiny_model_path, tiny_fasta, out, client=client, chunk_size=3, xla=xla,
+                    progress=False)
+    assert {t["xla"] for t in summary.tasks} == {xla == "on"}
+    assert {w["xla"] for w in summary.per_worker.values()} == {xla == "on"}
+    assert_store_equals(out, tiny_model_path, read_x(tiny_fasta))
+
+
+def test_xla_setting_is_checked(tmp_path, tiny_model_path, tiny_fasta):
+    out = str(tmp_path / "out.zarr")
+    with pytest.raises(FastISMError, match="xla must be 'auto', 'on' or 'off'"):
+        score(tiny_model_path, tiny_fasta, out, xla="yes", progress=False)
+    with pytest.raises(FastISMError, match="only method 'fast'"):
+        score(tiny_model_path, tiny_fasta, out, xla=False, method="naive", progress=False)
+    assert not os.path.exists(out)
+
+
 def test_progress_bar_and_summary(tmp_path, tiny_model_path, tiny_fasta, client, capsys):
     out = str(tmp_path / "out.zarr")
     score(tiny_model_path, tiny_fasta, out, client=client, chunk_size=3, method="naive")

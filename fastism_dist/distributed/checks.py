@@ -81,6 +81,25 @@ def check_settings(chunk_size, batch_size, dtype, method, read_chunk=None):
         raise FastISMError(f"method must be one of {sorted(EXECUTORS)}, got {method!r}")
 
 
+#: The ``xla`` settings of a run, with the CLI's words for them.
+XLA_CHOICES = {"auto": "auto", "on": True, "off": False}
+
+
+def check_xla(xla, method):
+    """``xla`` as FastISM takes it (True, False or "auto"); "on" / "off" are accepted too.
+
+    Raises ``FastISMError`` for another value, or a fixed choice with a method other than
+    "fast" (only the fast path has an XLA choice).
+    """
+    choice = XLA_CHOICES.get(xla) if isinstance(xla, str) else xla
+    if not (choice == "auto" or isinstance(choice, bool)):
+        raise FastISMError(f"xla must be 'auto', 'on' or 'off' (or True / False), got {xla!r}")
+    if choice != "auto" and method != "fast":
+        raise FastISMError(f"--xla {'on' if choice else 'off'}: only method 'fast' compiles "
+                           f"with XLA; drop --xla for method {method!r}")
+    return choice
+
+
 def sharding(read_chunk, chunk_size, n_sequences):
     """``read_chunk`` where it shards the store, else None; checked against ``chunk_size``."""
     if read_chunk is None or min(read_chunk, n_sequences) >= min(chunk_size, n_sequences):

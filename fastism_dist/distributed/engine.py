@@ -56,7 +56,8 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
         ``reduce``, ``dtype``, ``overwrite``, ``safe_mode``, ``resize``, ``skip_mismatches``,
         ``alphabet``, ``seq_input`` and ``other_inputs`` (multi-input models), ``rc`` and
         ``shifts`` (average over the reverse complement and shifts; see README), ``ensemble``
-        and ``group_size`` (a list, directory or glob of models).
+        and ``group_size`` (a list, directory or glob of models), ``xla`` (method "fast":
+        "on", "off" or "auto"; see ``plan_run``).
 
     Returns
     -------

@@ -54,10 +54,8 @@ class EnsembleScorer:
             self._executors, self._group = [], None
             gc.collect()
             run = self.run
-            self._executors = [
-                executor_class(run.method)(path, start=run.spec.start, end=run.spec.end,
-                                           batch_size=run.batch_size, safe_mode=run.safe_mode)
-                for path in run.ensemble.group(group_index)]
+            self._executors = [executor_class(run.method)(path, **run.executor_options())
+                               for path in run.ensemble.group(group_index)]
             self._group = group_index
         return self._executors
 

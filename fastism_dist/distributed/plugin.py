@@ -151,8 +151,7 @@ class ISMWorkerPlugin(WorkerPlugin):
 def build_executor(run, path):
     """The run's ISM executor on the model file ``path``: ``AveragedISM`` around the run's
     method where it averages over the reverse complement or shifts."""
-    options = dict(start=run.spec.start, end=run.spec.end, batch_size=run.batch_size,
-                   safe_mode=run.safe_mode, seq_input=run.seq_input)
+    options = run.executor_options()
     if not run.averaged:
         return executor_class(run.method)(path, **options)
     return AveragedISM(path, rc=run.rc, shifts=run.shifts, executor=executor_class(run.method),

@@ -23,8 +23,8 @@ import numpy as np
 from fastism_dist.core import (MutationSpec, find_sequence_input, load_model, make_mutation_spec,
                                output_names, parse_shifts)
 from fastism_dist.distributed.checks import (check_ensemble_options, check_out_location,
-                                             check_settings, check_views_of_run, chunk_shapes,
-                                             sharding)
+                                             check_settings, check_views_of_run, check_xla,
+                                             chunk_shapes, sharding)
 from fastism_dist.distributed.ensemble import (check_ensemble_params, check_options,
                                                model_files, plan_ensemble)
 from fastism_dist.distributed.inputs import (InputDescription, check_source, describe,
@@ -109,6 +109,10 @@ class RunPlan:
     ensemble : EnsembleSpec or None
         The models of an ensemble run (``model_ref`` is then the first one's path and
         ``model_sha256`` the ensemble's digest). Default is None: one model.
+    xla : bool or "auto"
+        Whether the fast path compiles its mutation pass with XLA ("auto": each worker times
+        both in its warm-up). Not a stored parameter: either choice gives the same outputs to
+        float32 round-off, so a resumed run may make another. Default is "auto".
     """
 
     out: str
@@ -138,6 +142,7 @@ class RunPlan:
     shifts: tuple = (0,)
     read_chunk: int | None = None
     ensemble: object = None
+    xla: object = "auto"
 
     def __post_init__(self):
         if self.target is None:
@@ -188,6 +193,14 @@ class RunPlan:
             **(self.ensemble.params() if self.ensemble is not None else {}),
         }
 
+    def executor_options(self):
+        """Keywords of the run's ISM executor besides the model."""
+        options = dict(start=self.spec.start, end=self.spec.end, batch_size=self.batch_size,
+                       safe_mode=self.safe_mode, seq_input=self.seq_input)
+        if self.method == "fast":
+            options["xla"] = self.xla
+        return options
+
     def view_params(self):
         """``rc`` / ``shifts`` where set: a run without them has no such keys."""
         params = {"rc": True} if self.rc else {}
@@ -200,7 +213,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
              method="fast", genome=None, outputs=None, tasks=None, reduce=None,
              dtype="float32", overwrite=False, safe_mode=True, resize=False,
              skip_mismatches=False, alphabet="ACGT", seq_input=0, other_inputs=None, rc=False,
-             shifts=None, read_chunk=None, ensemble=None, group_size=None):
+             shifts=None, read_chunk=None, ensemble=None, group_size=None, xla="auto"):
     """Validate a run and compare it with an existing store; writes nothing.
 
     Where the store goes is checked first (a ``memory://`` store is refused; a local folder must
@@ -270,6 +283,10 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         ``model`` dimension.
     group_size : int, optional
         For an ensemble: models per task (loaded together on a worker). Default is 8.
+    xla : {"auto", "on", "off"} or bool
+        Method "fast": compile the mutation pass with XLA ("on" / True), not ("off" / False),
+        or let each worker time both in its warm-up and keep the faster ("auto"). Default is
+        "auto".
 
     Returns
     -------
@@ -284,6 +301,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     out = store_path(out)
     check_out_location(out, overwrite)
     check_settings(chunk_size, batch_size, dtype, method, read_chunk)
+    xla = check_xla(xla, method)
     shifts = parse_shifts(shifts)
     members = model_files(model)
     check_options(ensemble, group_size, members)
@@ -337,7 +355,7 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
         alt=variants is not None, state=state, resume=resume, attrs=attrs,
         store_id=stored_run_id(out) if resume else None,
         seq_input=seq.name if others is not None else seq.index, other_inputs=others,
-        rc=rc, shifts=shifts, read_chunk=read_chunk, ensemble=spec_ens,
+        rc=rc, shifts=shifts, read_chunk=read_chunk, ensemble=spec_ens, xla=xla,
     )
     if resume:
         if spec_ens is not None:
@@ -346,12 +364,6 @@ def plan_run(model, input, out, *, chunk_size=None, batch_size=None, start=0, en
     if overwrite and state in ("store", "zarr") and not is_url(out):
         run = _beside(run)
     return run
-
-
-
-
-
-
 
 
 def _beside(run):
@@ -363,10 +375,6 @@ def _beside(run):
             return dataclasses.replace(run, target=path, store_id=stored_run_id(path),
                                        staged=True)
     return dataclasses.replace(run, target=staging_path(run.out, run.run_id))
-
-
-
-
 
 
 def _output_plan(keras_model, seq, outputs, tasks, reduce, model_path=None):
@@ -408,8 +416,6 @@ def _check_store(out, state, overwrite):
     if state == "zarr" and not overwrite:
         raise StoreMismatchError(f"{out} is a Zarr store not written by fastism_dist; use "
                                  "--overwrite (overwrite=True) to replace it")
-
-
 
 
 def write_template(run):
