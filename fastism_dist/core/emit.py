@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from fastism_dist.core.layer_rules import DenseRule
 from fastism_dist.core.plan import MERGE, POSITION_WISE, REF, WIN
-from fastism_dist.core.program import WindowRead
+from fastism_dist.core.program import PaddedRead, WindowRead
 
 
 class Emitter:
@@ -121,7 +121,8 @@ class Emitter:
         import tensorflow as tf
 
         node, rule = node_plan.node, node_plan.rule
-        if node_plan.state != WIN or rule.role in (POSITION_WISE, MERGE):
+        if (node_plan.state != WIN or rule.role in (POSITION_WISE, MERGE)
+                or node.index in self.program.whole):
             return self.graph.call(node, dict(zip(node.arg_ids, inputs)))
         tables = {name: tf.gather(self._constants[("table", node.index, name)], p)
                   for name in self.program.tables.get(node.index, {})}
@@ -141,6 +142,12 @@ class Emitter:
             return values[tid]
         if read == "ref":
             return tf.gather(cache[f"full_t{tid}"], b)
+        if isinstance(read, PaddedRead):
+            whole = values[tid]
+            if read.left or read.right:
+                whole = tf.pad(whole, [[0, 0], [read.left, read.right], [0, 0]],
+                               constant_values=read.value)
+            return whole[:, read.begin:read.begin + read.width]
         if read.direct:
             return values[tid]
         window = self._gather_rows(name, read, cache, b, p)

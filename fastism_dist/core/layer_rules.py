@@ -16,6 +16,8 @@ from fastism_dist.core.rules import (Merge, PositionWise, Stop, Window, builtin,
                                      rule_class_for, same_padding)
 
 _LAYERS = "keras.layers:"
+#: ConvRule.shifted_products where input channels >= this many times the filters.
+FEW_FILTERS_RATIO = 4
 
 
 def _layers(*names):
@@ -94,9 +96,16 @@ class DenseRule(PositionWise):
 @builtin
 @dataclass(frozen=True)
 class ConvRule(Window):
-    """Conv1D (channels_last, ungrouped): valid convolution of the padded window."""
+    """Conv1D (channels_last, ungrouped): valid convolution of the padded window.
+
+    With few filters (``shifted_products``: at most a quarter as many as input channels, as in
+    profile heads) the window is computed as one matrix product of every input entry with
+    every tap and ``kernel`` shifted adds (``shifted_products_conv``): a convolution with few
+    output channels makes narrow matrix products, slow on CPUs and slowest under XLA.
+    """
 
     accepts: ClassVar[tuple] = _layers("Conv1D")
+    shifted_products: bool = False
 
     @classmethod
     def from_config(cls, config, in_shapes, out_shapes):
@@ -113,7 +122,9 @@ class ConvRule(Window):
             left, right = span - 1, 0
         else:
             left, right = same_padding(in_shapes[0][0], span, stride)
-        return cls(kernel=kernel, dilation=dilation, stride=stride, pad_left=left, pad_right=right)
+        few_filters = FEW_FILTERS_RATIO * out_shapes[0][-1] <= in_shapes[0][-1]
+        return cls(kernel=kernel, dilation=dilation, stride=stride, pad_left=left, pad_right=right,
+                   shifted_products=few_filters)
 
     @staticmethod
     def naive_macs(layer, in_shapes, out_shapes):
@@ -126,11 +137,17 @@ class ConvRule(Window):
         layer = node.op
         window = keras.ops.cast(inputs[0], layer.compute_dtype)
         kernel = keras.ops.cast(layer.kernel, window.dtype)
-        y = keras.ops.conv(window, kernel, strides=self.stride, padding="valid",
-                           dilation_rate=self.dilation)
+        if self.shifted_products:
+            y = shifted_products_conv(window, kernel, self.dilation, self.stride)
+        else:
+            y = keras.ops.conv(window, kernel, strides=self.stride, padding="valid",
+                               dilation_rate=self.dilation)
         if layer.use_bias:
             y = y + keras.ops.cast(layer.bias, y.dtype)
         return [layer.activation(y)]
+
+    def whole_by_layer(self):
+        return not self.shifted_products
 
     def linear_part(self, layer, x):
         """The convolution of the reference (B, L, C) before its activation, in float32."""
@@ -160,6 +177,26 @@ class ConvRule(Window):
         frame = self.stride * j - self.pad_left - in_start[:, None] + self.dilation * (self.kernel - 1)
         size = self.frame_width(in_width)
         return np.where((frame >= 0) & (frame < size), frame, size).astype(np.int32)
+
+
+def shifted_products_conv(window, kernel, dilation=1, stride=1):
+    """Valid convolution of ``window`` (M, n, C) by ``kernel`` (k, C, F), as (M * n, C) x
+    (C, k * F) products of every entry with every tap, then ``k`` shifted, strided adds.
+
+    Returns (M, W, F), W = (n - dilation * (k - 1) - 1) // stride + 1.
+    """
+    import keras
+
+    taps, channels, filters = kernel.shape
+    n = window.shape[1]
+    width = (n - dilation * (taps - 1) - 1) // stride + 1
+    flat = keras.ops.reshape(keras.ops.transpose(kernel, [1, 0, 2]), [channels, taps * filters])
+    products = keras.ops.reshape(keras.ops.matmul(window, flat), [-1, n, taps, filters])
+    total = None
+    for t in range(taps):
+        part = products[:, dilation * t:dilation * t + stride * (width - 1) + 1:stride, t]
+        total = part if total is None else total + part
+    return total
 
 
 def _pool_geometry(config, in_shapes):

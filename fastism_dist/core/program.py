@@ -3,7 +3,10 @@
 No TensorFlow here. From a ``Plan`` the ``Program`` decides, per node of the mutation pass, how
 each input is read: the node's own recomputed window (``direct``), a window gathered from the
 padded reference cache with the recomputed part overlaid (a ``WindowRead`` with its (P, width)
-row tables), the whole reference tensor (``ref``) or the whole recomputed tensor (``full``).
+row tables), a tensor whose window has grown to all of it, padded and sliced without the cache
+(a ``PaddedRead``), the whole reference tensor (``ref``) or the whole recomputed tensor
+(``full``). A local layer whose input and output a mutation changes all of is called as the
+layer itself on the whole input (``whole``), as naive ISM calls it.
 It also plans the exact shortcuts:
 
 * *incremental convolution*: a convolution is linear before its activation, so
@@ -68,6 +71,22 @@ class WindowRead:
     direct: bool = False
 
 
+@dataclass(frozen=True)
+class PaddedRead:
+    """A read of tensor ``tensor`` recomputed whole (its window spans it): the (M, length, C)
+    tensor padded by (left, right) entries of ``value``, then entries [begin, begin + width).
+
+    The same for every position, so no index tables and no reference: one pad and a slice.
+    """
+
+    tensor: int
+    left: int
+    right: int
+    value: float
+    begin: int
+    width: int
+
+
 class Program:
     """Reads, index tables and shortcuts of the mutation pass for one plan.
 
@@ -75,13 +94,16 @@ class Program:
     ----------
     keys : dict CacheKey -> padded length of a cached tensor (flattened to rows per sequence)
     full_refs : set of tensor ids cached whole
-    reads : dict (node index | "out", argument position) -> WindowRead | "direct" | "ref" | "full"
+    reads : dict (node index | "out", argument position) -> WindowRead | PaddedRead | "direct"
+        | "ref" | "full"
     incremental : dict node index -> (P, W_out) entry of each output of an incrementally
         computed Conv1D in the stride-1 frame of its input's window (``ConvRule.frame_index``)
     pre_activation : dict node index -> WindowRead of the node's cached pre-activation output
     dense : dict node index -> (tensor id, WindowRead of its reference window)
     elided : set of node indices not computed (only an incremental dense reads them)
     tables : dict node index -> {name: (P, width, ...)} constant tables of the node's rule
+    whole : set of indices of local nodes called as the layer itself: a mutation changes all of
+        their input and output (``Rule.whole_by_layer``)
     groups : DenseGroups of the incremental-dense windows, or None
     """
 
@@ -92,7 +114,7 @@ class Program:
         self.substitutions = substitutions.astype(np.float32)
         self.keys, self.full_refs, self.reads = {}, set(), {}
         self.incremental, self.pre_activation, self.dense = {}, {}, {}
-        self.elided, self.tables = set(), {}
+        self.elided, self.tables, self.whole = set(), {}, set()
         self.groups = None
         consumers, producer = self.graph.consumers(), self.graph.producer()
         for node_plan in plan.nodes:
@@ -117,6 +139,10 @@ class Program:
     def _plan_reads(self, node_plan):
         node, rule = node_plan.node, node_plan.rule
         out = self.plan.tensors[node.out_ids[0]]
+        if self._by_layer_on_whole(node_plan):
+            self.whole.add(node.index)
+            self.reads[(node.index, 0)] = "direct"
+            return
         for i, tid in enumerate(node.arg_ids):
             if node_plan.state == FULL:
                 read = self._full_read(tid)
@@ -133,6 +159,15 @@ class Program:
             in_length = self.graph.shapes[node.arg_ids[0]][0]
             self.tables[node.index] = rule.tables(in_length, out.start, out.width)
 
+    def _by_layer_on_whole(self, node_plan):
+        """A local node whose one input and output are recomputed whole, which its rule lets
+        the layer compute itself."""
+        node, rule = node_plan.node, node_plan.rule
+        if node_plan.state != WIN or rule.role in (POSITION_WISE, MERGE) or len(node.arg_ids) != 1:
+            return False
+        tensors = [self.plan.tensors[t] for t in (node.arg_ids[0], node.out_ids[0])]
+        return all(_recomputed_whole(t) for t in tensors) and rule.whole_by_layer()
+
     def _full_read(self, tid):
         tensor = self.plan.tensors[tid]
         if tensor.state == FULL:
@@ -147,6 +182,8 @@ class Program:
         if (not reference_only and tensor.state == WIN and width == tensor.width
                 and np.array_equal(start, tensor.start)):
             return WindowRead(CacheKey(tid), 0, None, None, direct=True)
+        if not reference_only and _recomputed_whole(tensor) and len(np.unique(start)) == 1:
+            return PaddedRead(tid, left, right, float(value), int(start[0]) + left, width)
         key = CacheKey(tid, left, right, float(value))
         padded_length = self.graph.shapes[tid][0] + left + right
         self.keys[key] = padded_length
@@ -231,9 +268,9 @@ class Program:
         """Float32 bytes one mutation occupies in the mutation pass if nothing were freed.
 
         Every tensor the pass computes counts once (its window, or all of it), every window
-        read once more (the gathered rows and the overlay), and each incremental convolution
-        its products, shifted parts and frame: an upper bound on what a call holds, since the
-        pass frees a tensor once its readers have run.
+        read once more (the gathered rows and the overlay; a padded read once), and each
+        incremental convolution its products, shifted parts and frame: an upper bound on what a
+        call holds, since the pass frees a tensor once its readers have run.
         """
         total, seen = 0, set()
         for node_plan in self.plan.nodes:
@@ -246,9 +283,22 @@ class Program:
         for read in list(self.reads.values()) + list(self.pre_activation.values()):
             if isinstance(read, WindowRead) and read.rows is not None:
                 total += 2 * read.rows.shape[1] * self.graph.shapes[self._read_tensor(read)][-1]
+            elif isinstance(read, PaddedRead):
+                total += read.width * self.graph.shapes[read.tensor][-1]
         for index in self.incremental:
             total += self._incremental_floats(index)
+        for index in self._shifted_products_nodes():
+            node, rule = self.graph.nodes[index], self.plan.nodes[index].rule
+            out = self.plan.tensors[node.out_ids[0]]
+            filters = self.graph.shapes[node.out_ids[0]][-1]
+            total += rule.needed(0, out.width)[1] * rule.kernel * filters
         return 4 * total
+
+    def _shifted_products_nodes(self):
+        """Windowed convolutions computed by ``shifted_products_conv`` (their products count)."""
+        return [n.node.index for n in self.plan.nodes
+                if n.state == WIN and getattr(n.rule, "shifted_products", False)
+                and n.node.index not in self.incremental and n.node.index not in self.whole]
 
     def _tensor_floats(self, tid):
         tensor, shape = self.plan.tensors[tid], self.graph.shapes[tid]
@@ -268,6 +318,11 @@ class Program:
         filters = self.graph.shapes[node.out_ids[0]][-1]
         frame = rule.frame_width(width) + 1
         return (width * rule.kernel + (min(width, rule.kernel) + 1) * frame) * filters
+
+
+def _recomputed_whole(tensor):
+    """A windowed tensor whose window is all of it (the same at every position)."""
+    return tensor.state == WIN and tensor.width == tensor.length and not np.any(tensor.start)
 
 
 @dataclass

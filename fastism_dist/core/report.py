@@ -105,8 +105,11 @@ def _fast_macs(node_plan, program, graph, naive):
         return int(window * node.op.kernel.shape[1]), "incremental dense"
     if node_plan.state == FULL:
         return naive, ""
+    if node.index in program.whole:
+        return naive, "all changed: the layer itself"
     out = program.plan.tensors[node.out_ids[0]]
-    return int(round(naive * out.width / out.length)), ""
+    note = "shifted products" if getattr(node_plan.rule, "shifted_products", False) else ""
+    return int(round(naive * out.width / out.length)), note
 
 
 def naive_macs(node, graph):

@@ -124,6 +124,13 @@ class Window(Rule):
         """Constant tables ``apply`` reads, each (P, out_width, ...), keyed by name."""
         return {}
 
+    def whole_by_layer(self):
+        """Whether, once a mutation changes all of the input and all of the output, the pass
+        calls the layer itself on the whole input (exactly the layer's output, and as fast as
+        the layer is) rather than ``apply`` on the padded input. False where ``apply`` is the
+        faster of the two."""
+        return True
+
 
 def clip_interval(lo, hi, nonempty, length):
     """[lo, hi) clipped to [0, length); (0, 0) where empty."""
