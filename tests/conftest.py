@@ -22,6 +22,32 @@ def random_letters(n, length, seed=0):
     return ["".join(rng.choice(list(ALPHABET), size=length)) for _ in range(n)]
 
 
+class WrappedSource:
+    """A sequence source that behaves as ``source`` but runs ``before_read(indices)`` before
+    each read: subclasses slow reads down, hold them back or make them fail."""
+
+    def __init__(self, source):
+        self.source = source
+        self.ids, self.alphabet, self.length = source.ids, source.alphabet, source.length
+        self.path, self.kind = source.path, source.kind
+
+    def __len__(self):
+        return len(self.source)
+
+    def coords(self):
+        return self.source.coords()
+
+    def variants(self):
+        return self.source.variants()
+
+    def before_read(self, indices):
+        pass
+
+    def read(self, indices):
+        self.before_read(indices)
+        return self.source.read(indices)
+
+
 def write_fasta(path, seqs, names=None):
     """Write ``seqs`` (strings) to a FASTA file; names default to ``s0``, ``s1``, ..."""
     names = names or [f"s{i}" for i in range(len(seqs))]

@@ -23,7 +23,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import LENGTH, random_letters, write_fasta
+from conftest import LENGTH, WrappedSource, random_letters, write_fasta
 
 from fastism_dist import score
 from fastism_dist.io import open_sequences
@@ -41,29 +41,17 @@ GATE_TIMEOUT = 180  # a gated read goes ahead anyway after this long, so nothing
 NAVBAR_PX = 60  # the dashboard's navigation bar (plain HTML); the Bokeh plots are below it
 
 
-class GatedSource:
+class GatedSource(WrappedSource):
     """A sequence source whose reads wait until ``gate`` (a file path) exists."""
 
     def __init__(self, source, gate):
-        self.source = source
+        super().__init__(source)
         self.gate = str(gate)
-        self.ids, self.alphabet, self.length = source.ids, source.alphabet, source.length
-        self.path, self.kind = source.path, source.kind
 
-    def __len__(self):
-        return len(self.source)
-
-    def coords(self):
-        return self.source.coords()
-
-    def variants(self):
-        return self.source.variants()
-
-    def read(self, indices):
+    def before_read(self, indices):
         t0 = time.monotonic()
         while not os.path.exists(self.gate) and time.monotonic() - t0 < GATE_TIMEOUT:
             time.sleep(0.05)
-        return self.source.read(indices)
 
 
 class Capture:

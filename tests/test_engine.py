@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import LENGTH, random_letters, write_fasta
+from conftest import LENGTH, WrappedSource, random_letters, write_fasta
 from fastism_dist import NaiveISM, open_results
 from fastism_dist.distributed import auto_chunk_size, executor_class, score
 from fastism_dist.errors import FastISMError, InputError, ModelError, StoreMismatchError
@@ -45,40 +45,27 @@ def assert_store_equals(out, model_path, x, method="naive", names=("y",), start=
     return ds
 
 
-class SlowSource:
+class SlowSource(WrappedSource):
     """A sequence source whose reads take ``delay`` seconds (so a run can be interrupted)."""
 
     def __init__(self, source, delay):
-        self.source = source
+        super().__init__(source)
         self.delay = delay
-        self.ids, self.alphabet, self.length = source.ids, source.alphabet, source.length
-        self.path, self.kind = source.path, source.kind
 
-    def __len__(self):
-        return len(self.source)
-
-    def coords(self):
-        return self.source.coords()
-
-    def variants(self):
-        return self.source.variants()
-
-    def read(self, indices):
+    def before_read(self, indices):
         time.sleep(self.delay)
-        return self.source.read(indices)
 
 
-class FailingSource(SlowSource):
+class FailingSource(WrappedSource):
     """A source whose read of sequence ``bad`` raises ``InputError`` (like a corrupt record)."""
 
     def __init__(self, source, bad):
-        super().__init__(source, 0.0)
+        super().__init__(source)
         self.bad = bad
 
-    def read(self, indices):
+    def before_read(self, indices):
         if self.bad in np.asarray(indices):
             raise InputError(f"{self.path}: record #{self.bad + 1} is corrupt")
-        return self.source.read(indices)
 
 
 @pytest.mark.parametrize("workers,n,chunk_size,method",

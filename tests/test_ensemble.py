@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 import zarr
-from conftest import random_letters, write_fasta
+from conftest import WrappedSource, random_letters, write_fasta
 from oracle import explicit_ism
 
 from fastism_dist import open_results
@@ -160,29 +160,17 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-class _Source:
+class _Source(WrappedSource):
     """A sequence source that fails on reading sequence ``bad`` or sleeps ``delay`` per read."""
 
     def __init__(self, path, bad=None, delay=0.0):
-        self.source = open_sequences(path, length=L_ENS)
+        super().__init__(open_sequences(path, length=L_ENS))
         self.bad, self.delay = bad, delay
-        self.ids, self.alphabet, self.length = self.source.ids, self.source.alphabet, L_ENS
-        self.path, self.kind = self.source.path, self.source.kind
 
-    def __len__(self):
-        return len(self.source)
-
-    def coords(self):
-        return self.source.coords()
-
-    def variants(self):
-        return self.source.variants()
-
-    def read(self, indices):
+    def before_read(self, indices):
         time.sleep(self.delay)
         if self.bad is not None and self.bad in np.asarray(indices):
             raise RuntimeError(f"sequence {self.bad} could not be read")
-        return self.source.read(indices)
 
 
 def test_an_interrupted_run_resumes_bit_identically(ens, client, tmp_path):
