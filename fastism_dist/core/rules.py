@@ -56,6 +56,13 @@ class Rule:
         """Output windows (list) from input windows; position-wise and merge layers run as is."""
         return graph.call(node, dict(zip(node.arg_ids, inputs)))
 
+    def whole_by_layer(self):
+        """Whether, for a local layer whose whole input and output a mutation changes, the
+        pass calls the layer itself on the whole input (exactly the layer's output, and as fast
+        as the layer is) rather than ``apply`` on the padded input. False where ``apply`` is
+        the faster of the two."""
+        return True
+
 
 @dataclass(frozen=True)
 class Stop(Rule):
@@ -123,13 +130,6 @@ class Window(Rule):
     def tables(self, in_length, out_start, out_width):
         """Constant tables ``apply`` reads, each (P, out_width, ...), keyed by name."""
         return {}
-
-    def whole_by_layer(self):
-        """Whether, once a mutation changes all of the input and all of the output, the pass
-        calls the layer itself on the whole input (exactly the layer's output, and as fast as
-        the layer is) rather than ``apply`` on the padded input. False where ``apply`` is the
-        faster of the two."""
-        return True
 
 
 def clip_interval(lo, hi, nonempty, length):
