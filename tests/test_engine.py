@@ -95,26 +95,35 @@ def test_worker_killed_mid_run(tmp_path, tiny_model_path):
     source = SlowSource(open_sequences(fasta, length=LENGTH), delay=0.4)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address="127.0.0.1:0", host="127.0.0.1") as cl, Client(cl) as cli:
-        result = {}
-
-        def run():
-            try:
-                result["summary"] = score(tiny_model_path, source, out, client=cli, chunk_size=1,
-                                          method="naive", progress=False)
-            except BaseException as err:  # reported by the main thread
-                result["error"] = err
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        done_at_kill = _wait_for_done(out, 1, thread)
-        pid = next(iter(cli.run(os.getpid).values()))
-        os.kill(pid, signal.SIGKILL)
-        thread.join(timeout=240)
-        assert not thread.is_alive()
-    assert "error" not in result, result.get("error")
+        done_at_kill, summary = score_killing_a_worker(
+            cli, tiny_model_path, source, out, chunk_size=1, method="naive")
     assert done_at_kill < 12
-    assert result["summary"].chunks_run == 12
+    assert summary.chunks_run == 12
     assert_store_equals(out, tiny_model_path, read_x(fasta))
+
+
+def score_killing_a_worker(cli, model_path, source, out, settle_s=0.0, **kwargs):
+    """Run ``score`` in a thread; once a chunk is done (and ``settle_s`` later) SIGKILL one of
+    the client's workers. Returns (chunks done at the kill, the run's summary)."""
+    result = {}
+
+    def run():
+        try:
+            result["summary"] = score(model_path, source, out, client=cli, progress=False,
+                                      **kwargs)
+        except BaseException as err:  # reported by the main thread
+            result["error"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    done_at_kill = _wait_for_done(out, 1, thread)
+    time.sleep(settle_s)
+    pid = next(iter(cli.run(os.getpid).values()))
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=240)
+    assert not thread.is_alive()
+    assert "error" not in result, result.get("error")
+    return done_at_kill, result["summary"]
 
 
 def _wait_for_done(out, at_least, thread, timeout=180):

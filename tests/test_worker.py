@@ -81,6 +81,8 @@ def test_chunk_sink_stores_what_the_whole_chunk_path_stored(tmp_path, bpnet_path
                     dims=plan.dims)
     sink = ChunkSink(plan, ism.output_names, open_writer(out), 0, dtype=dtype)
     written = ism(x, sink=sink)
+    assert done_mask(out).tolist() == [False]  # the executor call computes; write() stores
+    assert sink.write() == sink.write_s > 0
     assert written["sequences"] == 3
     assert written["mutations"] == count_mutations(x, np.eye(4, dtype=np.float32))
     ds = open_results(out)

@@ -6,27 +6,22 @@ its tasks are of that group; the client submits the tasks group by group, so a w
 each group about once. A (chunk, group) task reads the chunk's sequences, runs each model of
 the group in file-name order into a ``ChunkSink`` (one model's reduced outputs at a time) and
 writes the group's outputs (``keep``) or their float64 sum (``mean``) with the store's
-``EnsembleWriter``. A task whose (chunk, group) is already flagged done writes nothing.
+``EnsembleWriter``, outside the worker's thread pool like a single model's task (see
+``plugin``). A task whose (chunk, group) is already flagged done writes nothing.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 import time
 
 import numpy as np
 from distributed import get_worker
 
 from fastism_dist.distributed.model import executor_class
-from fastism_dist.distributed.sink import ChunkSink, reference_letters
+from fastism_dist.distributed.sink import ChunkSink, leave_thread_pool, reference_letters
 from fastism_dist.store import open_ensemble_writer, ref_name
-
-
-class _Capture:
-    """A writer stand-in for ``ChunkSink``: keeps the chunk's stored arrays instead."""
-
-    def write_chunk(self, chunk_index, ref, mut, ref_base=None, alt=None):
-        self.ref, self.mut = ref, mut
 
 
 class EnsembleScorer:
@@ -38,11 +33,14 @@ class EnsembleScorer:
         With ``run.ensemble`` set.
     lock : threading.Lock
         Held while an executor runs (executors keep per-call state).
+    write_slots : threading.BoundedSemaphore, optional
+        Held while a task writes (see the plugin). Default is one slot.
     """
 
-    def __init__(self, run, lock):
+    def __init__(self, run, lock, write_slots=None):
         self.run = run
         self.lock = lock
+        self.write_slots = write_slots or threading.BoundedSemaphore(1)
         self.writer = open_ensemble_writer(run.target, run.store_id)
         self._group = None
         self._executors = []
@@ -64,8 +62,9 @@ class EnsembleScorer:
         return np.asarray(self.run.source.read(np.arange(rows.start, rows.stop)),
                           dtype=np.float32)
 
-    def run_group(self, chunk_index, rows, group_index):
-        """Score chunk ``chunk_index`` (sequences ``rows``) with the models of one group.
+    def run_group(self, chunk_index, rows, group_index, before_write=None):
+        """Score chunk ``chunk_index`` (sequences ``rows``) with the models of one group;
+        ``before_write`` as in ``ISMWorkerPlugin.run_chunk``.
 
         Returns
         -------
@@ -82,18 +81,20 @@ class EnsembleScorer:
             t_ism = time.perf_counter()
             values, mutations = self._group_values(executors, x, chunk_index)
             t_ism = time.perf_counter() - t_ism
-        self.writer.write_group(chunk_index, group_index, values)
+        with self.write_slots:
+            if before_write is not None:
+                before_write()
+            self.writer.write_group(chunk_index, group_index, values)
         return _result(chunk_index, group_index, rows, mutations, t_ism, t0)
 
     def _group_values(self, executors, x, chunk_index):
         """Each stored variable over the group's models: stacked (keep) or summed (mean)."""
         values, mutations = {}, 0
         for k, executor in enumerate(executors):
-            capture = _Capture()
-            sink = ChunkSink(self.run.output_plan, executor.output_names, capture, chunk_index)
-            mutations += executor(x, sink=sink)["mutations"]
+            sink = ChunkSink(self.run.output_plan, executor.output_names, None, chunk_index)
+            mutations += executor(x, sink=sink)["mutations"]  # kept in the sink, not written
             for name in self.run.output_plan.outputs:
-                for var, value in ((name, capture.mut[name]), (ref_name(name), capture.ref[name])):
+                for var, value in ((name, sink.mut[name]), (ref_name(name), sink.ref[name])):
                     _combine(values, var, value, k, len(executors), self.run.ensemble.mode)
         return values, mutations
 
@@ -150,7 +151,8 @@ def _plugin(plugin_name):
 def score_group(chunk_index, rows, group_index, plugin_name):
     """The task of chunk ``chunk_index`` (sequences ``rows``) and model group ``group_index``."""
     worker, plugin = _plugin(plugin_name)
-    out = plugin.ensemble.run_group(chunk_index, rows, group_index)
+    out = plugin.ensemble.run_group(chunk_index, rows, group_index,
+                                    before_write=leave_thread_pool)
     out["worker"] = worker.address
     return out
 

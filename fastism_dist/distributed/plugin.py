@@ -5,7 +5,13 @@ path or bytes, sequence source, store, output plan: never arrays of data). Its `
 the model, builds the executor, warms it up (traces its functions on random sequences shaped
 like the run's chunks) and opens the store writer once per worker. A task carries only
 its chunk index and row range: the worker reads its own rows, runs ISM into a ``ChunkSink``
-(which reduces each batch as it arrives and writes the chunk) and so marks the chunk done.
+(which reduces each batch as it arrives), then writes the chunk and so marks it done.
+
+A task writes outside the worker's thread pool (dask's ``secede``), so the worker's next task
+runs ISM while this one writes: the store write is off the critical path. Each worker has as
+many write slots as threads; a task waits for a slot before it leaves the pool, so a slow store
+holds back the next ISM instead of piling chunks up in memory. A task still returns only once
+its chunk is written and marked done.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from fastism_dist.core import AveragedISM
 from fastism_dist.distributed.ensemble_worker import EnsembleScorer
 from fastism_dist.distributed.model import executor_class, model_file
 from fastism_dist.distributed.settings import WORKER_ENV
-from fastism_dist.distributed.sink import ChunkSink, reference_letters
+from fastism_dist.distributed.sink import ChunkSink, leave_thread_pool, reference_letters
 from fastism_dist.distributed.variants import AltAlleles
 from fastism_dist.store import n_chunks, open_writer
 
@@ -58,6 +64,7 @@ class ISMWorkerPlugin(WorkerPlugin):
         self.alt_alleles = None
         self.ensemble = None
         self._lock = None
+        self._write_slots = None
         self._predict = None
 
     def __getstate__(self):
@@ -72,8 +79,9 @@ class ISMWorkerPlugin(WorkerPlugin):
         threads = int(getattr(getattr(worker, "state", None), "nthreads", 0) or 1)
         configure_tensorflow(threads)
         self._lock = threading.Lock()
+        self._write_slots = threading.BoundedSemaphore(threads)
         if run.ensemble is not None:  # models are loaded group by group, by the tasks
-            self.ensemble = EnsembleScorer(run, self._lock)
+            self.ensemble = EnsembleScorer(run, self._lock, self._write_slots)
             return
         with model_file(run.model_ref) as path:
             self.executor = build_executor(run, path)
@@ -120,19 +128,24 @@ class ISMWorkerPlugin(WorkerPlugin):
 
         return [np.asarray(o, dtype=np.float32) for o in tree.flatten(self._predict(x))]
 
-    def run_chunk(self, chunk_index, rows):
+    def run_chunk(self, chunk_index, rows, before_write=None):
         """Read sequences ``rows`` (a slice) of the source, run ISM and write chunk ``chunk_index``.
+
+        ``before_write`` (optional) is called once the chunk is computed and a write slot is
+        free, just before writing: the task passes ``leave_thread_pool``.
 
         Returns
         -------
         dict
             ``chunk``, ``sequences``, ``mutations``, ``ism_s`` (ISM and ALT outputs),
-            ``seconds`` (the whole task) and ``xla`` (``xla_choice``).
+            ``write_s``, ``seconds`` (the whole task), ``xla`` (``xla_choice``) and
+            ``timeline``: wall-clock times (``time.time()``) of the task's start, the start
+            and end of its ISM, the start of its write and its end.
         """
         if self.executor is None:
             raise RuntimeError(f"{self.name}: the model is not loaded on this worker")
         run, spec = self.run, self.executor.spec
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.time()
         x = np.asarray(run.source.read(np.arange(rows.start, rows.stop)), dtype=np.float32)
         others = None if run.other_inputs is None else run.other_inputs.read(rows)
         alt = None if self.alt_alleles is None else partial(self.alt_alleles.outputs, x, rows)
@@ -140,12 +153,18 @@ class ISMWorkerPlugin(WorkerPlugin):
                          dtype=run.dtype, alt=alt,
                          ref_base=reference_letters(x[:, spec.start:spec.end], run.bases))
         with self._lock:  # executors keep per-call state: one ISM at a time per worker
-            t_ism = time.perf_counter()
-            written = self.executor(x, other_inputs=others, sink=sink)
-            t_ism = time.perf_counter() - t_ism - written["write_s"]
-        return {"chunk": int(chunk_index), "sequences": written["sequences"],
-                "mutations": written["mutations"], "ism_s": t_ism,
-                "seconds": time.perf_counter() - t0, "xla": xla_choice(self.executor)}
+            t_ism, ism_started = time.perf_counter(), time.time()
+            counts = self.executor(x, other_inputs=others, sink=sink)
+            t_ism, ism_done = time.perf_counter() - t_ism, time.time()
+        with self._write_slots:
+            if before_write is not None:
+                before_write()
+            write_started = time.time()
+            sink.write()
+        return {"chunk": int(chunk_index), "sequences": counts["sequences"],
+                "mutations": counts["mutations"], "ism_s": t_ism, "write_s": sink.write_s,
+                "seconds": time.perf_counter() - t0, "xla": xla_choice(self.executor),
+                "timeline": (started, ism_started, ism_done, write_started, time.time())}
 
 
 def build_executor(run, path):
@@ -190,6 +209,6 @@ def score_chunk(chunk_index, rows, plugin_name):
     plugin = worker.plugins.get(plugin_name)
     if plugin is None:
         raise RuntimeError(f"worker {worker.address} has no plugin {plugin_name!r}")
-    out = plugin.run_chunk(chunk_index, rows)
+    out = plugin.run_chunk(chunk_index, rows, before_write=leave_thread_pool)
     out["worker"] = worker.address
     return out

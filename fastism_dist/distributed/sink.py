@@ -4,7 +4,9 @@ An executor call ``executor(x, sink=ChunkSink(...))`` hands the sink the referen
 once, then each computed batch of mutations. The sink applies the run's output plan (task
 choice, reducers) to every batch and scatters it into arrays of the stored size, so a worker
 never holds the full (B, W, S, *out) outputs of a chunk: its memory is one batch plus what is
-stored. ``finish`` writes the chunk (with the reference letters and any ALT outputs).
+stored. ``finish`` (the executor's last call, while the worker's model is still held) computes
+any ALT outputs; ``write`` then writes the chunk with the reference letters and marks it done,
+so the task can write while the worker's next task already runs ISM.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from distributed import secede
+from distributed.threadpoolexecutor import ThreadPoolExecutor, thread_state
 
 
 class ChunkSink:
@@ -23,11 +27,12 @@ class ChunkSink:
         Which outputs are stored and how each is reduced (``apply_one``).
     output_names : list of str
         The executor's model outputs, in the order it passes them.
-    writer : object
-        Has ``write_chunk(chunk_index, ref, mut, ref_base=None, alt=None)``.
+    writer : object or None
+        Has ``write_chunk(chunk_index, ref, mut, ref_base=None, alt=None)``; None for a sink
+        whose arrays are read by the caller instead of written.
     chunk_index : int
     dtype : str
-        Stored dtype of the arrays kept until ``finish``. Default is float32.
+        Stored dtype of the arrays kept. Default is float32.
     ref_base : ndarray of str, shape (B, W), optional
         Reference letter at each mutated position.
     alt : callable, optional
@@ -38,12 +43,14 @@ class ChunkSink:
     ----------
     ref : dict of str to ndarray of shape (B, *stored)
     mut : dict of str to ndarray of shape (B, W, S, *stored)
+    alt_outputs : dict of str to ndarray of shape (B, *stored) or None
+        From ``finish``, when ``alt`` is given.
     n_sequences : int
         B, from ``begin``.
     mutations : int
         Mutations computed (passed to ``add``); the others are identity edits.
     write_s : float
-        Seconds spent writing in ``finish``.
+        Seconds spent in ``write``.
     """
 
     def __init__(self, output_plan, output_names, writer, chunk_index, dtype="float32",
@@ -57,6 +64,7 @@ class ChunkSink:
         self.ref_base = ref_base
         self.alt = alt
         self.raw_ref, self.ref, self.mut = {}, {}, {}
+        self.alt_outputs = None
         self.n_sequences = 0
         self.mutations = 0
         self.write_s = 0.0
@@ -98,18 +106,30 @@ class ChunkSink:
         self.mutations += len(b)
 
     def finish(self):
-        """Write the chunk and mark it done.
+        """Compute the ALT outputs, if any: the last use of the model for this chunk.
 
         Returns
         -------
         dict
-            ``sequences``, ``mutations`` and ``write_s`` of this chunk.
+            ``sequences`` and ``mutations`` of this chunk.
         """
-        alt = self.alt(self.raw_ref) if self.alt is not None else None
+        if self.alt is not None:
+            self.alt_outputs = self.alt(self.raw_ref)
+        return {"sequences": self.n_sequences, "mutations": self.mutations}
+
+    def write(self):
+        """Write the chunk (after ``finish``) and mark it done.
+
+        Returns
+        -------
+        float
+            Seconds spent writing, also kept as ``write_s``.
+        """
         t0 = time.perf_counter()
-        self.writer.write_chunk(self.chunk_index, self.ref, self.mut, self.ref_base, alt)
+        self.writer.write_chunk(self.chunk_index, self.ref, self.mut, self.ref_base,
+                                self.alt_outputs)
         self.write_s = time.perf_counter() - t0
-        return {"sequences": self.n_sequences, "mutations": self.mutations, "write_s": self.write_s}
+        return self.write_s
 
 
 def reference_letters(window, bases):
@@ -145,3 +165,13 @@ def count_mutations(window, substitutions):
     """
     same = np.all(window[:, :, None, :] == substitutions[None, None], axis=-1)
     return int(same.size - same.sum())
+
+
+def leave_thread_pool():
+    """Let the worker start its next task while this one finishes (dask's ``secede``).
+
+    Nothing happens outside a thread of a worker's own thread pool (a worker built with
+    another executor), where the task simply keeps its thread.
+    """
+    if isinstance(getattr(thread_state, "executor", None), ThreadPoolExecutor):
+        secede()
