@@ -125,3 +125,20 @@ def test_cli_names_the_missing_array_in_one_line(two_input_model, sequences, tmp
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "no array named 'cell'" in lines[0], run.stderr[-2000:]
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_file_changed_during_the_run_is_refused_not_mixed(two_input_model, sequences, tmp_path):
+    """A worker loads the file once and keeps it; one that loads it after it changed refuses
+    it, so no chunk is scored with other inputs than those the run was planned on."""
+    from fastism_dist.distributed import other_inputs as module
+
+    path = str(tmp_path / "o.npz")
+    np.savez(path, cell=cell_values())
+    run = plan(two_input_model, sequences, tmp_path, other_inputs=path)
+    module._LOADED.clear()  # as in a fresh worker
+    np.testing.assert_array_equal(run.other_inputs.read(slice(0, 2))[0], cell_values()[:2])
+    np.savez(path, cell=cell_values(seed=5))
+    np.testing.assert_array_equal(run.other_inputs.read(slice(2, 4))[0], cell_values()[2:4])
+    module._LOADED.clear()  # a worker that joins after the change
+    with pytest.raises(InputError, match=r"o\.npz changed since the run was planned"):
+        run.other_inputs.read(slice(0, 2))

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from fastism_dist.distributed.hashes import file_fingerprint
 from fastism_dist.errors import InputError, ModelError
+
+
+#: Other-inputs files this process loaded, (path, names, fingerprint) -> arrays, oldest first:
+#: at most ``_KEEP_LOADED`` (runs sharing a cluster each keep theirs).
+_LOADED = {}
+_KEEP_LOADED = 2
+_LOADED_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -41,9 +49,31 @@ class OtherInputs:
     fingerprint: str
 
     def read(self, rows):
-        """The other inputs of sequences ``rows`` (a slice): list of (n, *shape_k) arrays."""
-        arrays = self.arrays if self.arrays is not None else _load(self.path, self.names)
+        """The other inputs of sequences ``rows`` (a slice): list of (n, *shape_k) arrays.
+
+        A file is loaded once per process (a ``.npz`` is decompressed whole) and kept for the
+        run's later reads, after checking that it is still the file the run was planned on.
+
+        Raises
+        ------
+        InputError
+            The file changed since the run was planned.
+        """
+        arrays = self.arrays if self.arrays is not None else self._file_arrays()
         return [np.asarray(a[rows]) for a in arrays]
+
+    def _file_arrays(self):
+        key = (self.path, self.names, self.fingerprint)
+        with _LOADED_LOCK:
+            if key not in _LOADED:
+                if file_fingerprint(self.path) != self.fingerprint:
+                    raise InputError(f"--other-inputs {self.path} changed since the run was "
+                                     "planned; rerun the command (a resume refuses a changed "
+                                     "file)")
+                while len(_LOADED) >= _KEEP_LOADED:
+                    _LOADED.pop(next(iter(_LOADED)))
+                _LOADED[key] = _load(self.path, self.names)
+            return _LOADED[key]
 
     def params(self):
         """What the store's parameters record of them."""
