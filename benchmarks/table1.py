@@ -35,9 +35,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import inspect
-import json
-import os
 import sys
 import tempfile
 import time

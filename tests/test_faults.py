@@ -166,7 +166,6 @@ def test_an_interrupted_overwrite_continues_its_new_store(tmp_path, tiny_model_p
                                                          clean_end20):
     """The unfinished new store of an --overwrite run is continued by the same command."""
     out = _copy(clean, tmp_path)
-    before = snapshot(out)
     staged = _copy(clean_end20, tmp_path, "out.zarr.fastism-new-0123456789ab")
     group = zarr.open_group(str(staged), mode="r+", use_consolidated=False)
     group[DONE][1] = 0  # as a run stopped before its second chunk would leave it
