@@ -398,11 +398,15 @@ if __name__ == "__main__":
 @contextlib.contextmanager
 def local_client(workers):
     """A client of a fresh ``LocalCluster`` of ``workers`` single-threaded worker processes
-    (spawned, GPUs hidden, one OpenMP thread), waited for; both closed on exit."""
+    (spawned, GPUs hidden, one OpenMP thread, monitoring as light as the engine's own local
+    clusters), waited for; both closed on exit."""
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+    from fastism_dist.distributed.settings import local_monitoring
+
+    settings = dict(local_monitoring(), **{"distributed.worker.multiprocessing-method": "spawn"})
+    with dask.config.set(settings):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address="127.0.0.1:0", host="127.0.0.1",
                                env={"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",

@@ -213,3 +213,31 @@ def test_local_cluster_needs_its_certificate():
             Client(address.replace("tls://", "tcp://"), timeout="3s", set_as_default=False)
         with pytest.raises((OSError, TimeoutError)):
             Client(address, security=Security.temporary(), timeout="3s", set_as_default=False)
+
+
+def _monitoring_config():
+    import dask
+
+    from fastism_dist.distributed.settings import LOCAL_MONITORING
+
+    return {key: dask.config.get(key) for key in LOCAL_MONITORING}
+
+
+def test_local_cluster_monitors_less_often_unless_the_user_said_otherwise():
+    """Worker processes of a local cluster see the lighter monitoring settings, except one the
+    user set; the user's own config is unchanged afterwards."""
+    import dask
+
+    from fastism_dist.distributed import ClusterChoice, connect
+
+    profile = "distributed.worker.profile.interval"
+    with dask.config.set({profile: "20ms"}):
+        with connect(ClusterChoice(workers=1)) as cli:
+            (seen,) = cli.run(_monitoring_config).values()
+        assert dask.config.get("distributed.admin.system-monitor.interval") == "500ms"
+    assert seen == {profile: "20ms",
+                    "distributed.worker.memory.monitor-interval": "1s",
+                    "distributed.admin.system-monitor.interval": "2s"}
+    with connect(ClusterChoice(workers=1)) as cli:
+        (seen,) = cli.run(_monitoring_config).values()
+    assert seen[profile] == "100ms"

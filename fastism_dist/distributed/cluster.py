@@ -2,7 +2,8 @@
 
 Local clusters listen on loopback and talk TLS with a throw-away certificate made for the
 cluster (``distributed.Security.temporary()``), so other users of the machine cannot submit
-work to them. With a log file, everything the cluster and its worker processes log goes there
+work to them, and run dask's profiler and memory and system monitors less often than distributed
+ships (``settings.LOCAL_MONITORING``) unless the user's dask config says otherwise. With a log file, everything the cluster and its worker processes log goes there
 instead of the terminal.
 """
 
@@ -18,7 +19,7 @@ import dask
 from distributed import Client, LocalCluster, Security
 from distributed.comm import parse_address, parse_host_port, registry
 
-from fastism_dist.distributed.settings import WORKER_ENV, check_count
+from fastism_dist.distributed.settings import WORKER_ENV, check_count, local_monitoring
 from fastism_dist.errors import FastISMError
 
 SCHEDULER_TIMEOUT = "10s"
@@ -133,7 +134,8 @@ def _scheduler_client(address, security):
 def _local_client(choice):
     threads = choice.threads_per_worker
     security = local_security()
-    with (dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}),
+    settings = dict(local_monitoring(), **{"distributed.worker.multiprocessing-method": "spawn"})
+    with (dask.config.set(settings),
           _child_stderr_to(choice.log_file)):
         if choice.gpus:
             cluster = _cuda_cluster(choice.workers, threads, security)

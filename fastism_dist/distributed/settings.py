@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 
 from fastism_dist.errors import FastISMError
@@ -10,6 +11,15 @@ from fastism_dist.errors import FastISMError
 DEFAULT_RETRIES = 3
 #: Environment of every worker process started here (TensorFlow's C++ start-up log hidden).
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+#: How often local clusters run dask's statistical profiler and memory and system monitors.
+#: distributed ships 10 ms, 100 ms and 500 ms; on a CPU worker of one thread the time those
+#: take comes straight out of ISM (about a tenth of a core per worker on two cores), and a
+#: scoring run needs none of them that often.
+LOCAL_MONITORING = {
+    "distributed.worker.profile.interval": "100ms",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 #: Skipped VCF records listed in the store's attributes (all are counted).
 MAX_SKIPPED_LISTED = 1000
 
@@ -28,6 +38,21 @@ def check_count(name, value, minimum=1):
         what = {0: "a non-negative integer", 1: "a positive integer"}.get(
             minimum, f"an integer >= {minimum}")
         raise FastISMError(f"{name} must be {what}, got {value!r}")
+
+
+def local_monitoring():
+    """The ``LOCAL_MONITORING`` settings the user's dask config leaves at distributed's default.
+
+    A value set in a dask config file, a ``DASK_*`` variable or ``dask.config.set`` wins.
+
+    Returns
+    -------
+    dict of str to str
+        Dask config keys and values to set while a local cluster starts.
+    """
+    shipped = dask.config.merge(*dask.config.defaults)
+    return {key: value for key, value in LOCAL_MONITORING.items()
+            if dask.config.get(key, None) == dask.config.get(key, None, config=shipped)}
 
 
 def auto_chunk_size(n_sequences, n_positions, n_substitutions, shapes, dtype="float32"):
