@@ -4,6 +4,8 @@ The same small Basset-like model and the same random sequences are scored
 
 * in process: one ``FastISM`` (or ``NaiveISM``) call on all sequences, TensorFlow limited to one
   thread (the same footing as one single-threaded worker);
+* in 2, ... processes at once: that many independent warm in-process runs, started together,
+  each on all the sequences (the most this machine gives that many busy processes);
 * by the engine on a ``LocalCluster`` of 1, 2, ... single-threaded worker processes, into a Zarr
   store (reading the sequences from a FASTA file, writing every chunk, marking it done).
 
@@ -111,6 +113,53 @@ def in_process(model_path, fasta, method, batch_size, repeats, chunk_size=None):
             for kind, (seconds, build_s) in best.items()]
 
 
+def _warm_pass_seconds(model_path, fasta, method, batch_size, chunk_size, barrier, queue):
+    """In a fresh process: one untimed pass, then wait for the others and time a second pass."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from fastism_dist.distributed import count_mutations, executor_class
+    from fastism_dist.io import open_sequences
+
+    x = open_sequences(fasta).read(slice(None))
+    ism = executor_class(method)(model_path, batch_size=batch_size)
+    for lo in range(0, len(x), chunk_size):
+        ism(x[lo:lo + chunk_size])
+    barrier.wait()
+    t0 = time.perf_counter()
+    for lo in range(0, len(x), chunk_size):
+        ism(x[lo:lo + chunk_size])
+    seconds = time.perf_counter() - t0
+    queue.put((seconds, count_mutations(x[:, ism.spec.start:ism.spec.end],
+                                        ism.spec.substitutions[:, 0])))
+
+
+def concurrent_in_process(model_path, fasta, method, batch_size, chunk_size, processes):
+    """Mutations/s of ``processes`` independent warm in-process runs at once (each on all the
+    sequences, one TF thread): what the machine itself allows that many busy processes, with
+    no Dask, no store and no shared work. Returns the row."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(processes), context.Queue()
+    children = [context.Process(target=_warm_pass_seconds,
+                                args=(model_path, fasta, method, batch_size, chunk_size,
+                                      barrier, queue))
+                for _ in range(processes)]
+    for child in children:
+        child.start()
+    results = [queue.get() for _ in children]
+    for child in children:
+        child.join()
+    seconds = max(s for s, _ in results)
+    mutations = sum(m for _, m in results)
+    return {"setting": f"in-process (warm), {processes} processes at once", "workers": 0,
+            "processes": processes, "mutations": mutations, "scoring_s": seconds,
+            "setup_s": float("nan"), "wall_s": float("nan"),
+            "mutations_per_s": mutations / seconds, "peak_rss_mb": [float("nan")]}
+
+
 def steady_state(tasks):
     """Mutations/s per worker and the share of that time in ISM, after each worker's first task.
 
@@ -186,11 +235,15 @@ def markdown(result):
     ]
     for r in rows:
         rel = f"{100 * (r['mutations_per_s'] / base - 1):+.1f}%"
-        speed = f"{r['mutations_per_s'] / one:.2f}×" if one and r["workers"] else ""
-        rss = ", ".join(f"{m:.0f}" for m in r["peak_rss_mb"]) if r["workers"] else (
-            f"({r['peak_rss_mb'][0]:.0f}, one process)")
+        parallel = r["workers"] or r.get("processes")
+        speed = f"{r['mutations_per_s'] / one:.2f}×" if one and parallel else ""
+        if r["workers"]:
+            rss = ", ".join(f"{m:.0f}" for m in r["peak_rss_mb"])
+        else:
+            rss = "" if r.get("processes") else f"({r['peak_rss_mb'][0]:.0f}, one process)"
         lines.append(f"| {r['setting']} | {r['mutations_per_s']:,.0f} | {r['scoring_s']:.1f} | "
-                     f"{r['setup_s']:.1f} | {r['wall_s']:.1f} | {rel} | {speed} | {rss} |")
+                     f"{_seconds(r['setup_s'])} | {_seconds(r['wall_s'])} | {rel} | {speed} | "
+                     f"{rss} |")
     for r in rows:
         if r["workers"]:
             lines.append("")
@@ -201,6 +254,14 @@ def markdown(result):
                 f"reading sequences, starting tasks; each write overlaps the next task's ISM); "
                 f"chunks per worker "
                 f"{r['per_worker_chunks']}; XLA chosen per worker {r.get('per_worker_xla')}.")
+    for r in rows:
+        engine_row = next((e for e in rows if r.get("processes") and e["workers"] == r["processes"]),
+                          None)
+        if engine_row:
+            lines += ["", f"{engine_row['setting']} reach "
+                      f"{100 * engine_row['mutations_per_s'] / r['mutations_per_s']:.0f}% of "
+                      f"{r['processes']} independent warm in-process runs at once (no Dask, no "
+                      "store: what this machine allows that many busy processes)."]
     lines += ["", f"Engine overhead with 1 worker (scoring phase, in-process rate / 1-worker rate − 1): "
               f"{result['engine_overhead_pct']:.1f}% against a cold in-process call (tracing included, "
               f"as each worker pays once), {result['engine_overhead_vs_warm_pct']:.1f}% against a warm "
@@ -208,6 +269,10 @@ def markdown(result):
               f"{result['rounds']} rounds of {result['repeats']} runs, the settings taking turns; load average during the run "
               f"{', '.join(str(v) for v in result['load_average_1_5_15'])} (a shared machine)."]
     return "\n".join(lines) + "\n"
+
+
+def _seconds(value):
+    return "–" if value != value else f"{value:.1f}"  # NaN: not measured for this row
 
 
 def measure_rounds(model_path, fasta, args, directory):
@@ -218,6 +283,9 @@ def measure_rounds(model_path, fasta, args, directory):
         rows = in_process(model_path, fasta, args.method, args.batch_size, args.repeats,
                           args.chunk_size)
         for workers in args.workers:
+            if workers > 1:
+                rows.append(concurrent_in_process(model_path, fasta, args.method,
+                                                  args.batch_size, args.chunk_size, workers))
             rows.append(engine(model_path, fasta, workers, args.method, args.chunk_size,
                                args.batch_size, directory, args.repeats))
         for row in rows:
