@@ -60,7 +60,10 @@ def test_template_schema(tmp_path):
     assert ds["y"].chunks[0] == (2, 2, 1) and ds["y"].chunks[1] == (W,)
     group = zarr.open_group(path)
     assert group["y"].chunks == (2, W, S, 3) and group["done"].chunks == (1,)
-    assert group["y"].metadata.zarr_format == 3 and group["y"].compressors
+    assert group["y"].metadata.zarr_format == 3
+    for var in ("y", "y_ref", "profile", "profile_ref"):  # the cheap Zstd level
+        (codec,) = group[var].compressors
+        assert isinstance(codec, zarr.codecs.ZstdCodec) and codec.level == 1
 
 
 def test_write_chunk_region_and_done(tmp_path):
