@@ -262,6 +262,11 @@ def markdown(result):
                       f"{100 * engine_row['mutations_per_s'] / r['mutations_per_s']:.0f}% of "
                       f"{r['processes']} independent warm in-process runs at once (no Dask, no "
                       "store: what this machine allows that many busy processes)."]
+    ratios = result.get("per_round_ratios") or {}
+    if ratios:
+        lines += ["", "Measured side by side within each round:", ""]
+        lines += [f"- {name}: {', '.join(f'{v:.2f}' for v in values)}"
+                  for name, values in ratios.items()]
     lines += ["", f"Engine overhead with 1 worker (scoring phase, in-process rate / 1-worker rate − 1): "
               f"{result['engine_overhead_pct']:.1f}% against a cold in-process call (tracing included, "
               f"as each worker pays once), {result['engine_overhead_vs_warm_pct']:.1f}% against a warm "
@@ -278,7 +283,7 @@ def _seconds(value):
 def measure_rounds(model_path, fasta, args, directory):
     """In-process and engine rows, best of ``args.rounds`` rounds that each measure every
     setting in turn, so that a slow spell of a shared machine hits all settings alike."""
-    best = {}
+    best, per_round = {}, []
     for round_index in range(args.rounds):
         rows = in_process(model_path, fasta, args.method, args.batch_size, args.repeats,
                           args.chunk_size)
@@ -294,7 +299,33 @@ def measure_rounds(model_path, fasta, args, directory):
             kept = best.get(row["setting"])
             if kept is None or row["mutations_per_s"] > kept["mutations_per_s"]:
                 best[row["setting"]] = row
-    return list(best.values())
+        per_round.append({row["setting"]: row["mutations_per_s"] for row in rows})
+    return list(best.values()), per_round
+
+
+def round_ratios(per_round):
+    """Per round, the ratios measured side by side in that round: the 1-worker engine against
+    warm in-process ISM, N workers against 1, and N workers against N processes at once.
+
+    Returns
+    -------
+    dict of str to list of float
+    """
+    ratios = {}
+    for rates in per_round:
+        one = rates.get("engine, 1 worker")
+        for setting, rate in rates.items():
+            if setting == "engine, 1 worker" and "in-process (warm)" in rates:
+                ratios.setdefault("engine, 1 worker / in-process (warm)", []).append(
+                    rate / rates["in-process (warm)"])
+            elif setting.startswith("engine, ") and one:
+                workers = setting.split()[1]
+                ratios.setdefault(f"{setting} / engine, 1 worker", []).append(rate / one)
+                together = f"in-process (warm), {workers} processes at once"
+                if together in rates:
+                    ratios.setdefault(f"{setting} / {together}", []).append(
+                        rate / rates[together])
+    return ratios
 
 
 def main(argv=None):
@@ -325,7 +356,7 @@ def main(argv=None):
         model_path = str(Path(tmp) / "basset_small.keras")
         model.save(model_path)
         fasta = write_inputs(tmp, args.n, args.length)
-        rows = measure_rounds(model_path, fasta, args, tmp)
+        rows, per_round = measure_rounds(model_path, fasta, args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -342,6 +373,8 @@ def main(argv=None):
         "engine_overhead_vs_warm_pct": (
             100 * (rows[1]["mutations_per_s"] / one["mutations_per_s"] - 1) if one else None),
         "rows": rows,
+        "per_round_mutations_per_s": per_round,
+        "per_round_ratios": round_ratios(per_round),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
