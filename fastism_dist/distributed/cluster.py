@@ -2,9 +2,10 @@
 
 Local clusters listen on loopback and talk TLS with a throw-away certificate made for the
 cluster (``distributed.Security.temporary()``), so other users of the machine cannot submit
-work to them, and run dask's profiler and memory and system monitors less often than distributed
-ships (``settings.LOCAL_MONITORING``) unless the user's dask config says otherwise. With a log file, everything the cluster and its worker processes log goes there
-instead of the terminal.
+work to them. They run dask's profiler and memory and system monitors less often than
+distributed ships (``settings.LOCAL_MONITORING``) unless the user's dask config says otherwise.
+With a log file, everything the cluster and its worker processes log goes there instead of the
+terminal.
 """
 
 from __future__ import annotations

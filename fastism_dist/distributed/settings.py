@@ -12,9 +12,8 @@ DEFAULT_RETRIES = 3
 #: Environment of every worker process started here (TensorFlow's C++ start-up log hidden).
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 #: How often local clusters run dask's statistical profiler and memory and system monitors.
-#: distributed ships 10 ms, 100 ms and 500 ms; on a CPU worker of one thread the time those
-#: take comes straight out of ISM (about a tenth of a core per worker on two cores), and a
-#: scoring run needs none of them that often.
+#: distributed ships 10 ms, 100 ms and 500 ms; where workers fill every core, the time those
+#: take comes straight out of ISM, and a scoring run needs none of them that often.
 LOCAL_MONITORING = {
     "distributed.worker.profile.interval": "100ms",
     "distributed.worker.memory.monitor-interval": "1s",
