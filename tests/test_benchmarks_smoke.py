@@ -130,3 +130,42 @@ def test_vary_params(tmp_path):
     except ImportError:
         return
     assert (tmp_path / "vary_params.png").stat().st_size > 0
+
+
+def test_scaling_tables_from_rounds():
+    """The scaling report's per-round ratios and markdown, on rates made up for the test (the
+    script itself starts clusters, which the other suites already exercise)."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.scaling import markdown, round_ratios
+
+    per_round = [{"in-process (cold)": 40.0, "in-process (warm)": 50.0, "engine, 1 worker": 45.0,
+                  "in-process (warm), 2 processes at once": 100.0, "engine, 2 workers": 81.0},
+                 {"in-process (cold)": 40.0, "in-process (warm)": 60.0, "engine, 1 worker": 60.0,
+                  "in-process (warm), 2 processes at once": 90.0, "engine, 2 workers": 90.0}]
+    ratios = round_ratios(per_round)
+    assert ratios == {
+        "engine, 1 worker / in-process (warm)": pytest.approx([0.9, 1.0]),
+        "engine, 2 workers / engine, 1 worker": pytest.approx([1.8, 1.5]),
+        "engine, 2 workers / in-process (warm), 2 processes at once": pytest.approx([0.81, 1.0])}
+
+    def row(setting, workers, rate, **extra):
+        return dict({"setting": setting, "workers": workers, "mutations_per_s": rate,
+                     "scoring_s": 1.0, "setup_s": 2.0, "wall_s": 3.0, "peak_rss_mb": [500.0],
+                     "steady_mutations_per_s_per_worker": rate / max(workers, 1),
+                     "steady_ism_fraction_of_time": 0.98, "per_worker_chunks": [4] * workers},
+                    **extra)
+
+    nan = float("nan")
+    rows = [row("in-process (cold)", 0, 40.0), row("in-process (warm)", 0, 60.0),
+            row("engine, 1 worker", 1, 60.0),
+            row("in-process (warm), 2 processes at once", 0, 100.0, processes=2, setup_s=nan,
+                wall_s=nan, peak_rss_mb=[nan]),
+            row("engine, 2 workers", 2, 90.0)]
+    text = markdown({"rows": rows, "machine": "test", "n_sequences": 8, "length": 100,
+                     "method": "fast", "chunk_size": 4, "model_params": 10, "rounds": 2,
+                     "repeats": 1, "engine_overhead_pct": -33.3, "engine_overhead_vs_warm_pct": 0.0,
+                     "load_average_1_5_15": [0.1, 0.1, 0.1], "per_round_ratios": ratios})
+    ceiling = next(line for line in text.splitlines() if "processes at once |" in line)
+    assert "| – | – |" in ceiling and "1.67×" in ceiling and "nan" not in ceiling
+    assert "engine, 2 workers reach 90% of 2 independent warm in-process runs" in text
+    assert "- engine, 2 workers / engine, 1 worker: 1.80, 1.50" in text
