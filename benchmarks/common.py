@@ -403,10 +403,9 @@ def local_client(workers):
     import dask
     from distributed import Client, LocalCluster
 
-    from fastism_dist.distributed.settings import local_monitoring
+    from fastism_dist.distributed.settings import local_cluster_config
 
-    settings = dict(local_monitoring(), **{"distributed.worker.multiprocessing-method": "spawn"})
-    with dask.config.set(settings):
+    with dask.config.set(local_cluster_config()):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address="127.0.0.1:0", host="127.0.0.1",
                                env={"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",

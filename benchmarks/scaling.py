@@ -88,7 +88,7 @@ def in_process(model_path, fasta, method, batch_size, repeats, chunk_size=None):
     """
     import resource
 
-    from fastism_dist.distributed import count_mutations, executor_class
+    from fastism_dist.distributed import executor_class
     from fastism_dist.io import open_sequences
 
     x = open_sequences(fasta).read(slice(None))
@@ -97,15 +97,11 @@ def in_process(model_path, fasta, method, batch_size, repeats, chunk_size=None):
         t0 = time.perf_counter()
         ism = executor_class(method)(model_path, batch_size=batch_size)
         build_s = time.perf_counter() - t0
-        step = chunk_size or len(x)
         for kind in ("cold", "warm"):
-            t0 = time.perf_counter()
-            for lo in range(0, len(x), step):
-                ism(x[lo:lo + step])
-            seconds = time.perf_counter() - t0
+            seconds = _pass_seconds(ism, x, chunk_size)
             if kind not in best or seconds < best[kind][0]:
                 best[kind] = (seconds, build_s)
-    mutations = count_mutations(x[:, ism.spec.start:ism.spec.end], ism.spec.substitutions[:, 0])
+    mutations = _mutations(ism, x)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return [{"setting": f"in-process ({kind})", "workers": 0, "mutations": mutations,
              "scoring_s": seconds, "setup_s": build_s, "wall_s": build_s + seconds,
@@ -119,20 +115,31 @@ def _warm_pass_seconds(model_path, fasta, method, batch_size, chunk_size, barrie
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from fastism_dist.distributed import count_mutations, executor_class
+    from fastism_dist.distributed import executor_class
     from fastism_dist.io import open_sequences
 
     x = open_sequences(fasta).read(slice(None))
     ism = executor_class(method)(model_path, batch_size=batch_size)
-    for lo in range(0, len(x), chunk_size):
-        ism(x[lo:lo + chunk_size])
+    _pass_seconds(ism, x, chunk_size)
     barrier.wait()
+    queue.put((_pass_seconds(ism, x, chunk_size), _mutations(ism, x)))
+
+
+def _pass_seconds(ism, x, chunk_size=None):
+    """Seconds of one executor call per chunk of ``chunk_size`` sequences of ``x`` (None: one
+    call on all of them)."""
+    step = chunk_size or len(x)
     t0 = time.perf_counter()
-    for lo in range(0, len(x), chunk_size):
-        ism(x[lo:lo + chunk_size])
-    seconds = time.perf_counter() - t0
-    queue.put((seconds, count_mutations(x[:, ism.spec.start:ism.spec.end],
-                                        ism.spec.substitutions[:, 0])))
+    for lo in range(0, len(x), step):
+        ism(x[lo:lo + step])
+    return time.perf_counter() - t0
+
+
+def _mutations(ism, x):
+    """Mutations an ISM pass of ``ism`` over ``x`` (B, L, C) computes."""
+    from fastism_dist.distributed import count_mutations
+
+    return count_mutations(x[:, ism.spec.start:ism.spec.end], ism.spec.substitutions[:, 0])
 
 
 def concurrent_in_process(model_path, fasta, method, batch_size, chunk_size, processes):
@@ -255,8 +262,9 @@ def markdown(result):
                 f"chunks per worker "
                 f"{r['per_worker_chunks']}; XLA chosen per worker {r.get('per_worker_xla')}.")
     for r in rows:
-        engine_row = next((e for e in rows if r.get("processes") and e["workers"] == r["processes"]),
-                          None)
+        if not r.get("processes"):
+            continue
+        engine_row = next((e for e in rows if e["workers"] == r["processes"]), None)
         if engine_row:
             lines += ["", f"{engine_row['setting']} reach "
                       f"{100 * engine_row['mutations_per_s'] / r['mutations_per_s']:.0f}% of "

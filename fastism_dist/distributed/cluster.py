@@ -20,7 +20,7 @@ import dask
 from distributed import Client, LocalCluster, Security
 from distributed.comm import parse_address, parse_host_port, registry
 
-from fastism_dist.distributed.settings import WORKER_ENV, check_count, local_monitoring
+from fastism_dist.distributed.settings import WORKER_ENV, check_count, local_cluster_config
 from fastism_dist.errors import FastISMError
 
 SCHEDULER_TIMEOUT = "10s"
@@ -135,8 +135,7 @@ def _scheduler_client(address, security):
 def _local_client(choice):
     threads = choice.threads_per_worker
     security = local_security()
-    settings = dict(local_monitoring(), **{"distributed.worker.multiprocessing-method": "spawn"})
-    with (dask.config.set(settings),
+    with (dask.config.set(local_cluster_config()),
           _child_stderr_to(choice.log_file)):
         if choice.gpus:
             cluster = _cuda_cluster(choice.workers, threads, security)

@@ -39,19 +39,21 @@ def check_count(name, value, minimum=1):
         raise FastISMError(f"{name} must be {what}, got {value!r}")
 
 
-def local_monitoring():
-    """The ``LOCAL_MONITORING`` settings the user's dask config leaves at distributed's default.
-
-    A value set in a dask config file, a ``DASK_*`` variable or ``dask.config.set`` wins.
+def local_cluster_config():
+    """Dask config to set while a local cluster starts: worker processes started with *spawn*
+    (never fork after TensorFlow is imported), and each ``LOCAL_MONITORING`` setting the
+    user's dask config leaves at distributed's default (a value set in a dask config file, a
+    ``DASK_*`` variable or ``dask.config.set`` wins).
 
     Returns
     -------
     dict of str to str
-        Dask config keys and values to set while a local cluster starts.
     """
     shipped = dask.config.merge(*dask.config.defaults)
-    return {key: value for key, value in LOCAL_MONITORING.items()
-            if dask.config.get(key, None) == dask.config.get(key, None, config=shipped)}
+    config = {key: value for key, value in LOCAL_MONITORING.items()
+              if dask.config.get(key, None) == dask.config.get(key, None, config=shipped)}
+    config["distributed.worker.multiprocessing-method"] = "spawn"
+    return config
 
 
 def auto_chunk_size(n_sequences, n_positions, n_substitutions, shapes, dtype="float32"):
