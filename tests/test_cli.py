@@ -209,3 +209,30 @@ def test_interrupted_cli_resumes_missing_chunks(tmp_path, tiny_model_path, clust
     want = NaiveISM(tiny_model_path)(open_sequences(fasta).read(slice(None)))
     np.testing.assert_allclose(ds["y"].values, want.mut[0], atol=1e-6)
     np.testing.assert_allclose(ds["y_ref"].values, want.ref[0], atol=1e-6)
+
+
+class DropsWithCtrlC:
+    """An object whose finalizer is running when Ctrl-C arrives."""
+
+    def __del__(self):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_that_lands_in_a_finalizer_still_interrupts():
+    """Python drops an exception raised in ``__del__``; inside a run it is raised again."""
+    from fastism_dist.distributed.interrupt import redeliver_lost_interrupts
+
+    # a shell running tests in the background starts them with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with redeliver_lost_interrupts():
+                DropsWithCtrlC()
+                deadline = time.time() + 10
+                while time.time() < deadline:  # the run goes on waiting for its cluster
+                    time.sleep(0.01)
+        DropsWithCtrlC()  # outside a run: Python's own behaviour, nothing raised
+        time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -13,6 +13,7 @@ import time
 
 from fastism_dist.distributed.client import execute
 from fastism_dist.distributed.cluster import ClusterChoice, connect
+from fastism_dist.distributed.interrupt import redeliver_lost_interrupts
 from fastism_dist.distributed.run import plan_run
 from fastism_dist.distributed.settings import DEFAULT_RETRIES, check_count
 from fastism_dist.distributed.summary import ScoreSummary
@@ -79,7 +80,7 @@ def score(model, input, out, workers=None, threads_per_worker=1, gpus=False, sch
             return ScoreSummary(run.out, run.n_sequences, len(done), 0, len(done), 0,
                                 time.perf_counter() - t_wall, 0.0, chunk_size=run.chunk_size)
     try:
-        with connect(cluster) as cli:
+        with redeliver_lost_interrupts(), connect(cluster) as cli:
             summary = execute(cli, run, cluster.where, retries, progress)
     except KeyboardInterrupt:
         _say_interrupted(run.target, log_file)  # a replacing run writes beside the old store
