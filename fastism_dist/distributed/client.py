@@ -17,14 +17,12 @@ from fastism_dist.distributed.ensemble_client import run_ensemble
 from fastism_dist.distributed.plugin import ISMWorkerPlugin, score_chunk
 from fastism_dist.distributed.progress import ChunkProgress
 from fastism_dist.distributed.run import discard_unstarted, publish, write_template
+from fastism_dist.distributed.settings import CLEANUP_ERRORS
 from fastism_dist.distributed.summary import RunTotals, ScoreSummary
 from fastism_dist.errors import FastISMError
 from fastism_dist.store import chunk_plan, create_scratch, done_mask
 
 CHUNK_KEY_PREFIX = "fastism-chunk"
-# what cleaning up after a failed or interrupted run may raise (a closing client, a lost
-# scheduler); never allowed to hide the error that ended the run
-CLEANUP_ERRORS = (OSError, RuntimeError, TimeoutError, ValueError)
 
 
 def chunk_key(run_id, chunk_index):

@@ -15,14 +15,13 @@ from distributed import as_completed
 
 from fastism_dist.distributed.ensemble_worker import finish_chunk, score_group
 from fastism_dist.distributed.progress import ChunkProgress
+from fastism_dist.distributed.settings import CLEANUP_ERRORS
 from fastism_dist.distributed.summary import RunTotals
 from fastism_dist.errors import FastISMError
 from fastism_dist.store import group_done_mask, remove_scratch
 
 GROUP_KEY_PREFIX = "fastism-group"
 FINISH_KEY_PREFIX = "fastism-chunk"
-# what cleaning up after a failed or interrupted run may raise
-CLEANUP_ERRORS = (OSError, RuntimeError, TimeoutError, ValueError)
 
 
 def group_key(run_id, chunk_index, group_index):

@@ -19,6 +19,9 @@ LOCAL_MONITORING = {
     "distributed.worker.memory.monitor-interval": "1s",
     "distributed.admin.system-monitor.interval": "2s",
 }
+#: What cleaning up after a failed or interrupted run may raise (a closing client, a lost
+#: scheduler); suppressed, never allowed to hide the error that ended the run.
+CLEANUP_ERRORS = (OSError, RuntimeError, TimeoutError, ValueError)
 #: Skipped VCF records listed in the store's attributes (all are counted).
 MAX_SKIPPED_LISTED = 1000
 
