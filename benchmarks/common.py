@@ -403,13 +403,12 @@ def local_client(workers):
     import dask
     from distributed import Client, LocalCluster
 
-    from fastism_dist.distributed.settings import local_cluster_config
+    from fastism_dist.distributed.settings import WORKER_ENV, local_cluster_config
 
     with dask.config.set(local_cluster_config()):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address="127.0.0.1:0", host="127.0.0.1",
-                               env={"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-                                    "OMP_NUM_THREADS": "1"})
+                               env=dict(WORKER_ENV, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1"))
     try:
         with Client(cluster, set_as_default=False) as client:
             client.wait_for_workers(workers)
