@@ -140,6 +140,13 @@ def cluster():
         yield cl
 
 
+@pytest.fixture(scope="session")
+def scheduler_address(cluster):
+    """The address of ``cluster``'s scheduler, for ``--scheduler`` runs of the command line (which
+    then start no cluster of their own)."""
+    return cluster.scheduler_address
+
+
 @pytest.fixture
 def client(cluster):
     """A client of ``cluster`` (not the default client)."""

@@ -78,41 +78,45 @@ def sequences(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory, wide_model, sequences):
+def clean(tmp_path_factory, wide_model, sequences, scheduler_address):
     """The store a run on a disk with room leaves."""
-    return clean_run(wide_model, sequences, tmp_path_factory.mktemp("disk_clean") / "clean.zarr")
+    return clean_run(wide_model, sequences, tmp_path_factory.mktemp("disk_clean") / "clean.zarr",
+                     scheduler_address)
 
 
-def clean_run(model, fasta, out, *extra):
-    code, errors, _ = score(model, fasta, out, "--chunk-size", "2", *extra)
+def clean_run(model, fasta, out, scheduler):
+    code, errors, _ = score(model, fasta, out, "--chunk-size", "2", scheduler=scheduler)
     assert code == 0 and not errors
     return out
 
 
-def test_disk_full_mid_run_then_resume(small_disk, wide_model, sequences, clean):
+def test_disk_full_mid_run_then_resume(small_disk, wide_model, sequences, clean, scheduler_address):
     out = small_disk.path / "out.zarr"
-    code, errors, _ = score(wide_model, sequences, out, "--chunk-size", "2", "--retries", "0")
+    code, errors, _ = score(wide_model, sequences, out, "--chunk-size", "2", "--retries", "0",
+                            scheduler=scheduler_address)
     assert code == 2 and len(errors) == 1, errors
     assert "No space left on device" in errors[0] and "rerun the same command" in errors[0]
     small_disk.grow()
-    code, errors, stdout = score(wide_model, sequences, out, "--chunk-size", "2")
+    code, errors, stdout = score(wide_model, sequences, out, "--chunk-size", "2",
+                                 scheduler=scheduler_address)
     assert code == 0 and not errors
     assert_same_results(out, clean)
     assert siblings(out) == []
 
 
 def test_disk_full_while_overwriting_keeps_the_old_store(tmp_path, small_disk, wide_model,
-                                                         sequences, clean):
+                                                         sequences, clean, scheduler_address):
     few = write_fasta(tmp_path / "few.fa", random_letters(2, LENGTH, seed=13))
-    out = clean_run(wide_model, few, small_disk.path / "out.zarr")
+    out = clean_run(wide_model, few, small_disk.path / "out.zarr", scheduler_address)
     before = snapshot(out)
     code, errors, _ = score(wide_model, sequences, out, "--chunk-size", "2", "--retries", "0",
-                            "--overwrite")
+                            "--overwrite", scheduler=scheduler_address)
     assert code == 2 and len(errors) == 1, errors
     assert "No space left on device" in errors[0]
     assert snapshot(out) == before  # the old store is whole; the new one was written beside it
     small_disk.grow()
-    code, errors, _ = score(wide_model, sequences, out, "--chunk-size", "2", "--overwrite")
+    code, errors, _ = score(wide_model, sequences, out, "--chunk-size", "2", "--overwrite",
+                            scheduler=scheduler_address)
     assert code == 0 and not errors
     assert_same_results(out, clean)
     assert siblings(out) == []

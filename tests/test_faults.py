@@ -1,8 +1,9 @@
 """The store under faults, through the real command line: nothing lost, nothing silently mixed.
 
-Each test runs ``fastism-dist score`` as a subprocess on a tiny model (L = 24) with one local
-worker, and checks its exit code, its one-line message and the store on disk: byte for byte
-unchanged where a run failed, or exactly as a clean run of the same command leaves it.
+Each test runs ``fastism-dist score`` as a subprocess on a tiny model (L = 24), and checks its exit code, its one-line message and the store on disk: byte for byte
+unchanged where a run failed, or exactly as a clean run of the same command leaves it. Runs that
+are killed, or refused before any cluster starts, start a local cluster of one worker; the others
+run on the session's shared cluster (``--scheduler``), which spares each a cluster start.
 """
 
 import glob
@@ -25,14 +26,17 @@ from fastism_dist.distributed.hashes import file_fingerprint
 from fastism_dist.store import ATTR_RUN_ID, DONE, done_mask
 
 CLI = os.path.join(os.path.dirname(sys.executable), "fastism-dist")
-COMMON = ["--workers", "1", "--method", "naive", "--quiet"]
+COMMON = ["--method", "naive", "--quiet"]
+LOCAL_CLUSTER = ["--workers", "1"]
 RUN_TIMEOUT_S = 300
 
 
-def score(model, input, out, *extra):
-    """Run ``fastism-dist score``; returns (exit code, the ``error:`` lines of stderr, stdout)."""
-    done = subprocess.run([CLI, "score", str(model), str(input), "--out", str(out), *COMMON, *extra],
-                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+def score(model, input, out, *extra, scheduler=None):
+    """Run ``fastism-dist score`` on a local cluster, or on the cluster of ``scheduler`` (an
+    address); returns (exit code, the ``error:`` lines of stderr, stdout)."""
+    where = ["--scheduler", scheduler] if scheduler else LOCAL_CLUSTER
+    done = subprocess.run([CLI, "score", str(model), str(input), "--out", str(out), *COMMON,
+                           *where, *extra], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     return done.returncode, _error_lines(done.stderr), done.stdout
 
 
@@ -43,7 +47,7 @@ def _error_lines(stderr):
 def start(model, input, out, *extra, log):
     """Start ``fastism-dist score`` in its own process group (so a kill takes its workers too)."""
     return subprocess.Popen([CLI, "score", str(model), str(input), "--out", str(out), *COMMON,
-                             *extra], stdout=log, stderr=log, start_new_session=True)
+                             *LOCAL_CLUSTER, *extra], stdout=log, stderr=log, start_new_session=True)
 
 
 def snapshot(path):
@@ -88,19 +92,21 @@ def fasta(work):
 
 
 @pytest.fixture(scope="module")
-def clean(work, tiny_model_path, fasta):
+def clean(work, tiny_model_path, fasta, scheduler_address):
     """A clean run on ``fasta`` in chunks of 2 (three chunks)."""
     out = work / "clean.zarr"
-    code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2")
+    code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2",
+                            scheduler=scheduler_address)
     assert code == 0 and not errors
     return out
 
 
 @pytest.fixture(scope="module")
-def clean_end20(work, tiny_model_path, fasta):
+def clean_end20(work, tiny_model_path, fasta, scheduler_address):
     """A clean run on ``fasta`` with other parameters (``--end 20``)."""
     out = work / "clean_end20.zarr"
-    code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2", "--end", "20")
+    code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2", "--end", "20",
+                            scheduler=scheduler_address)
     assert code == 0 and not errors
     return out
 
@@ -133,7 +139,8 @@ def test_overwrite_with_bad_arrays_keeps_the_store(tmp_path, tiny_model_path, cl
     assert snapshot(out) == before and siblings(out) == []
 
 
-def test_overwrite_failing_on_the_workers_keeps_the_store(tmp_path, tiny_model_path, clean, fasta):
+def test_overwrite_failing_on_the_workers_keeps_the_store(tmp_path, tiny_model_path, clean, fasta,
+                                                          scheduler_address):
     """A model whose NaN weights only the worker's self-check finds: the old store stays."""
     import keras
 
@@ -146,24 +153,24 @@ def test_overwrite_failing_on_the_workers_keeps_the_store(tmp_path, tiny_model_p
     before = snapshot(out)
 
     code, errors, _ = score(tmp_path / "nan_weights.keras", fasta, out, "--chunk-size", "2",
-                            "--overwrite", "--method", "fast")
+                            "--overwrite", "--method", "fast", scheduler=scheduler_address)
     assert code == 2 and len(errors) == 1 and "self-check failed" in errors[0]
     assert snapshot(out) == before
     assert siblings(out) == []  # the new store held nothing and is gone
 
 
 def test_overwrite_replaces_the_store_when_the_run_succeeds(tmp_path, tiny_model_path, fasta,
-                                                           clean, clean_end20):
+                                                           clean, clean_end20, scheduler_address):
     out = _copy(clean, tmp_path)
     code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2", "--end", "20",
-                            "--overwrite")
+                            "--overwrite", scheduler=scheduler_address)
     assert code == 0 and not errors
     assert_same_results(out, clean_end20)
     assert siblings(out) == []
 
 
 def test_an_interrupted_overwrite_continues_its_new_store(tmp_path, tiny_model_path, fasta, clean,
-                                                         clean_end20):
+                                                         clean_end20, scheduler_address):
     """The unfinished new store of an --overwrite run is continued by the same command."""
     out = _copy(clean, tmp_path)
     staged = _copy(clean_end20, tmp_path, "out.zarr.fastism-new-0123456789ab")
@@ -176,24 +183,27 @@ def test_an_interrupted_overwrite_continues_its_new_store(tmp_path, tiny_model_p
     (staged / "zarr.json").write_text(json.dumps(meta))
 
     code, errors, stdout = score(tiny_model_path, fasta, out, "--chunk-size", "2", "--end", "20",
-                                 "--overwrite")
+                                 "--overwrite", scheduler=scheduler_address)
     assert code == 0 and not errors
     assert zarr.open_group(str(out)).attrs[ATTR_RUN_ID] == "0123456789ab"  # continued, not new
     assert_same_results(out, clean_end20)
     assert siblings(out) == []
 
 
-def test_a_template_without_done_is_recreated(tmp_path, tiny_model_path, fasta, clean):
+def test_a_template_without_done_is_recreated(tmp_path, tiny_model_path, fasta, clean,
+                                              scheduler_address):
     """A store whose creation was killed before ``done`` was written (no KeyError: 'done')."""
     out = _copy(clean, tmp_path)
     shutil.rmtree(out / DONE)
-    code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2")
+    code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2",
+                            scheduler=scheduler_address)
     assert code == 0 and not errors
     assert_same_results(out, clean)
     assert siblings(out) == []
 
 
-def test_sigkill_while_the_store_is_created(tmp_path, tiny_model_path, fasta, clean):
+def test_sigkill_while_the_store_is_created(tmp_path, tiny_model_path, fasta, clean,
+                                            scheduler_address):
     """Killed at a random moment around the template: each rerun ends as a clean run does."""
     rng = np.random.default_rng(7)
     for attempt in range(3):
@@ -204,7 +214,8 @@ def test_sigkill_while_the_store_is_created(tmp_path, tiny_model_path, fasta, cl
             time.sleep(rng.uniform(0.0, 0.4))
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
-        code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2")
+        code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2",
+                                scheduler=scheduler_address)
         assert code == 0 and not errors, (attempt, errors)
         assert_same_results(out, clean)
 
@@ -225,7 +236,7 @@ def _write_genome(path, letters_of):
             fh.write(f">{name}\n{letters_of(size, seed)}\n")
 
 
-def test_a_rewritten_genome_is_a_mismatch(tmp_path, tiny_model_path):
+def test_a_rewritten_genome_is_a_mismatch(tmp_path, tiny_model_path, scheduler_address):
     """The genome at the same path with other bases: resume refuses; --overwrite scores it anew."""
     genome = tmp_path / "genome.fa"
     _write_genome(genome, lambda n, seed: random_letters(1, n, seed)[0])
@@ -233,19 +244,19 @@ def test_a_rewritten_genome_is_a_mismatch(tmp_path, tiny_model_path):
     bed.write_text("chr1\t100\t124\nchr1\t300\t324\nchr2\t50\t74\nchr2\t200\t224\n")
     out = tmp_path / "bed.zarr"
     args = (tiny_model_path, bed, out, "--genome", str(genome), "--chunk-size", "2")
-    code, errors, _ = score(*args)
+    code, errors, _ = score(*args, scheduler=scheduler_address)
     assert code == 0 and not errors
     before = snapshot(out)
     old_letters = zarr.open_group(str(out))["ref_base"][...]
 
     complement = str.maketrans("ACGT", "TGCA")
     _write_genome(genome, lambda n, seed: random_letters(1, n, seed)[0].translate(complement))
-    code, errors, _ = score(*args)
+    code, errors, _ = score(*args, scheduler=scheduler_address)
     assert code == 2 and len(errors) == 1
     assert "genome_content=" in errors[0] and "--overwrite" in errors[0]
     assert snapshot(out) == before
 
-    code, errors, _ = score(*args, "--overwrite")
+    code, errors, _ = score(*args, "--overwrite", scheduler=scheduler_address)
     assert code == 0 and not errors
     group = zarr.open_group(str(out))
     assert json.loads(group.attrs["params"])["genome_content"] == file_fingerprint(str(genome))
@@ -254,7 +265,8 @@ def test_a_rewritten_genome_is_a_mismatch(tmp_path, tiny_model_path):
     assert done_mask(str(out)).all()
 
 
-def test_a_replaced_store_refuses_the_old_runs_chunks(tmp_path, tiny_model_path, fasta, clean_end20):
+def test_a_replaced_store_refuses_the_old_runs_chunks(tmp_path, tiny_model_path, fasta, clean_end20,
+                                                      scheduler_address):
     """Two runs at once on one store, the second with --overwrite: the second's store is whole
     and clean, the first stops saying its store was replaced."""
     # enough one-sequence chunks that the first run is still going when the second swaps its
@@ -270,7 +282,7 @@ def test_a_replaced_store_refuses_the_old_runs_chunks(tmp_path, tiny_model_path,
             time.sleep(0.05)
         assert first.poll() is None, "the first run ended before the second started"
         code, errors, _ = score(tiny_model_path, fasta, out, "--chunk-size", "2", "--end", "20",
-                                "--overwrite")
+                                "--overwrite", scheduler=scheduler_address)
         first_code = first.wait(timeout=RUN_TIMEOUT_S)
     assert code == 0 and not errors
     assert_same_results(out, clean_end20)
