@@ -56,6 +56,26 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
+def _cpu_vector_extensions():
+    """The widest x86 vector extension the CPU has ("AVX-512 with BF16", "AVX2", ...), or None.
+
+    Two hosts of one CPU family (the same ``model name``) can differ here, and with it the speed
+    of every convolution kernel, so results name it.
+    """
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh
+                          if line.startswith("flags")), [])
+    except OSError:
+        return None
+    if "avx512f" in flags:
+        return "AVX-512 with BF16" if "avx512_bf16" in flags else "AVX-512"
+    for flag, name in (("avx2", "AVX2"), ("avx", "AVX")):
+        if flag in flags:
+            return name
+    return None
+
+
 def _ram_gb():
     try:
         with open("/proc/meminfo") as fh:
@@ -93,6 +113,7 @@ def machine_info(tensorflow=True):
     """
     info = {
         "cpu": _cpu_model(),
+        "cpu_vector": _cpu_vector_extensions(),
         "cores": os.cpu_count(),
         "ram_gb": _ram_gb(),
         "python": platform.python_version(),
@@ -116,7 +137,8 @@ def machine_info(tensorflow=True):
 def machine_line(info):
     """One markdown line describing ``machine_info()``."""
     gpus = info.get("nvidia_smi") or info.get("tf_gpus") or []
-    parts = [f"CPU: {info['cpu']} ({info['cores']} cores)"]
+    vector = f", {info['cpu_vector']}" if info.get("cpu_vector") else ""
+    parts = [f"CPU: {info['cpu']}{vector} ({info['cores']} cores)"]
     if info.get("ram_gb"):
         parts.append(f"RAM: {info['ram_gb']} GB")
     parts.append(f"GPU: {', '.join(gpus) if gpus else 'none'}")
