@@ -45,15 +45,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The machine
 # ---------------------------------------------------------------------------------------------
 
-def _cpu_model():
+def _cpuinfo(key):
+    """The first ``key`` line's value in /proc/cpuinfo, or None (no such file or line)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.startswith(key):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model():
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def _cpu_vector_extensions():
@@ -62,12 +67,7 @@ def _cpu_vector_extensions():
     Two hosts of one CPU family (the same ``model name``) can differ here, and with it the speed
     of every convolution kernel, so results name it.
     """
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh
-                          if line.startswith("flags")), [])
-    except OSError:
-        return None
+    flags = (_cpuinfo("flags") or "").split()
     if "avx512f" in flags:
         return "AVX-512 with BF16" if "avx512_bf16" in flags else "AVX-512"
     for flag, name in (("avx2", "AVX2"), ("avx", "AVX")):

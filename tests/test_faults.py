@@ -1,9 +1,10 @@
 """The store under faults, through the real command line: nothing lost, nothing silently mixed.
 
-Each test runs ``fastism-dist score`` as a subprocess on a tiny model (L = 24), and checks its exit code, its one-line message and the store on disk: byte for byte
-unchanged where a run failed, or exactly as a clean run of the same command leaves it. Runs that
-are killed, or refused before any cluster starts, start a local cluster of one worker; the others
-run on the session's shared cluster (``--scheduler``), which spares each a cluster start.
+Each test runs ``fastism-dist score`` as a subprocess on a tiny model (L = 24), and checks its
+exit code, its one-line message and the store on disk: byte for byte unchanged where a run
+failed, or exactly as a clean run of the same command leaves it. Runs that are killed, or refused
+before any cluster starts, start a local cluster of one worker; the others run on the session's
+shared cluster (``--scheduler``), which spares each a cluster start.
 """
 
 import glob
@@ -31,12 +32,17 @@ LOCAL_CLUSTER = ["--workers", "1"]
 RUN_TIMEOUT_S = 300
 
 
+def _command(model, input, out, extra, scheduler=None):
+    """The ``fastism-dist score`` command line, on a local cluster or on ``scheduler``'s."""
+    where = ["--scheduler", scheduler] if scheduler else LOCAL_CLUSTER
+    return [CLI, "score", str(model), str(input), "--out", str(out), *COMMON, *where, *extra]
+
+
 def score(model, input, out, *extra, scheduler=None):
     """Run ``fastism-dist score`` on a local cluster, or on the cluster of ``scheduler`` (an
     address); returns (exit code, the ``error:`` lines of stderr, stdout)."""
-    where = ["--scheduler", scheduler] if scheduler else LOCAL_CLUSTER
-    done = subprocess.run([CLI, "score", str(model), str(input), "--out", str(out), *COMMON,
-                           *where, *extra], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    done = subprocess.run(_command(model, input, out, extra, scheduler), capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S)
     return done.returncode, _error_lines(done.stderr), done.stdout
 
 
@@ -46,8 +52,8 @@ def _error_lines(stderr):
 
 def start(model, input, out, *extra, log):
     """Start ``fastism-dist score`` in its own process group (so a kill takes its workers too)."""
-    return subprocess.Popen([CLI, "score", str(model), str(input), "--out", str(out), *COMMON,
-                             *LOCAL_CLUSTER, *extra], stdout=log, stderr=log, start_new_session=True)
+    return subprocess.Popen(_command(model, input, out, extra), stdout=log, stderr=log,
+                            start_new_session=True)
 
 
 def snapshot(path):
