@@ -229,6 +229,10 @@ class ConvTransposeRule(Window):
     def expected_length(self, in_length):
         return (in_length - 1) * self.stride + self.tail
 
+    def inside_fraction(self, in_length, out_length):
+        """1: the transposed convolution meets every input with every tap, cropping after."""
+        return 1.0
+
     def affected(self, lo, hi, out_length):
         first = lo * self.stride - self.crop
         last = (hi - 1) * self.stride - self.crop + self.span

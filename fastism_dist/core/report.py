@@ -2,7 +2,9 @@
 
 Multiply-adds (MACs) are counted by each layer's rule (Conv1D, Dense and MultiHeadAttention
 do matrix work); everything else is treated as free. Naive cost is one full forward pass per
-mutant; fast cost is what the mutation pass computes per mutation under the plan.
+mutant, without the taps of a padded convolution that fall in its padding (a convolution of the
+whole tensor skips them; they add up in dilated stacks); fast cost is what the mutation pass
+computes per mutation under the plan, where windows near the ends do compute such taps.
 """
 
 from __future__ import annotations
@@ -68,8 +70,9 @@ def plan_report(model, start=0, end=None, substitutions=None, seq_input=0, safe_
     report = PlanReport(ism.model.name, ism.seq.length, ism.spec.n_positions)
     for node_plan in plan.nodes:
         node = node_plan.node
-        naive = naive_macs(node, graph)
-        fast, note = _fast_macs(node_plan, program, graph, naive)
+        every_tap = naive_macs(node, graph)
+        naive = int(round(every_tap * _inside_fraction(node_plan.rule, node, graph)))
+        fast, note = _fast_macs(node_plan, program, graph, naive, every_tap)
         if not note and node_plan.state == FULL:
             at_frontier = any(plan.tensors[t].state == WIN for t in node.arg_ids)
             note = node_plan.rule.reason if at_frontier else "after the stop: recomputed in full"
@@ -89,7 +92,16 @@ def _width(plan, node):
     return "-" if tensor.state == REF else "all"
 
 
-def _fast_macs(node_plan, program, graph, naive):
+def _inside_fraction(rule, node, graph):
+    """The share of a whole-tensor convolution's taps that read the input, not its padding."""
+    if not isinstance(rule, rules.Window):
+        return 1.0
+    return rule.inside_fraction(graph.shapes[node.arg_ids[0]][0], graph.shapes[node.out_ids[0]][0])
+
+
+def _fast_macs(node_plan, program, graph, naive, every_tap):
+    """MACs per mutation of one node and its note: ``naive`` counts the taps of the whole
+    layer that read the input, ``every_tap`` all of them (what a padded window computes)."""
     node = node_plan.node
     if node_plan.state == REF or node.index in program.elided:
         return 0, ""
@@ -109,7 +121,7 @@ def _fast_macs(node_plan, program, graph, naive):
         return naive, "all changed: the layer itself"
     out = program.plan.tensors[node.out_ids[0]]
     note = "shifted products" if getattr(node_plan.rule, "shifted_products", False) else ""
-    return int(round(naive * out.width / out.length)), note
+    return int(round(every_tap * out.width / out.length)), note
 
 
 def naive_macs(node, graph):

@@ -131,6 +131,13 @@ class Window(Rule):
         """Constant tables ``apply`` reads, each (P, out_width, ...), keyed by name."""
         return {}
 
+    def inside_fraction(self, in_length, out_length):
+        """Fraction of the (output, tap) pairs of the whole layer that read the input rather
+        than its padding: a convolution of the whole tensor skips the others."""
+        taps = np.arange(self.kernel) * self.dilation
+        reads = np.arange(out_length)[:, None] * self.stride - self.pad_left + taps[None, :]
+        return float(((reads >= 0) & (reads < in_length)).mean()) if reads.size else 1.0
+
 
 def clip_interval(lo, hi, nonempty, length):
     """[lo, hi) clipped to [0, length); (0, 0) where empty."""
@@ -235,6 +242,8 @@ def _sequence_shapes(in_shapes, out_shapes):
 
 
 def naive_macs(node, in_shapes, out_shapes):
-    """Multiply-adds of one call of ``node`` on one sequence, from its rule class (else 0)."""
+    """Multiply-adds of one call of ``node`` on one sequence, from its rule class (else 0),
+    counting every output with every tap (``Window.inside_fraction`` is the share of them that
+    read the input rather than padding)."""
     rule_class = rule_class_for(node.op)
     return 0 if rule_class is None else int(rule_class.naive_macs(node.op, in_shapes, out_shapes))
