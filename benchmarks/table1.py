@@ -61,6 +61,30 @@ TINY = {
     "bpnet": dict(filters=8, n_dilated=3, first_kernel=5, profile_kernel=5),
 }
 
+TITLE = "Table 1: ISM and attribution methods"
+
+NOTES = [
+    "Times are the best of `repeats` runs after one warm-up, on N random one-hot sequences, "
+    "scaled to 100 sequences (`s / 100 seqs` = best seconds x 100 / N).",
+    "ISM methods compute all 3 alternate bases at every position (3 L mutants per sequence); "
+    "the attribution methods explain one scalar (Basset: output task 0; BPNet: counts task "
+    "0). `s / 100, all outputs` = their time x the number of scalar outputs, which one ISM "
+    "run covers.",
+    "Weights are random (seeded initialisers + randomized BatchNorm statistics): ISM cost "
+    "does not depend on the weights.",
+    "FLOP bound = naive / fast multiply-adds per mutation from `fastism_dist.core.report."
+    "plan_report` (naive without the taps of a convolution that fall in its padding); "
+    "`% of bound` = measured speedup / bound.",
+    "`first call s` = building the executor plus the warm-up call (plan, tracing, first "
+    "run) on the N sequences.",
+    "`peak RSS MB` = the process's peak resident memory (each method in a fresh process "
+    "with --isolate, TensorFlow included); `Δ peak MB` = peak minus the RSS before the "
+    "method's first call.",
+    "`original` = PyPI fastism 0.5.1 under tf-keras (same TF version), its per-position "
+    "model call wrapped in tf.function; `original_shipped` = as shipped (eager). It batches "
+    "over sequences only: one model call per position and base for all N sequences.",
+]
+
 COLUMNS = [
     ("model", "model", ""),
     ("seq_len", "L", ""),
@@ -501,29 +525,9 @@ def main(argv=None):
 
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "name")}
     settings.update(methods=methods, fast_options=fast_options, original_n_seqs=original_n)
-    notes = [
-        "Times are the best of `repeats` runs after one warm-up, on N random one-hot sequences, "
-        "scaled to 100 sequences (`s / 100 seqs` = best seconds x 100 / N).",
-        "ISM methods compute all 3 alternate bases at every position (3 L mutants per sequence); "
-        "the attribution methods explain one scalar (Basset: output task 0; BPNet: counts task "
-        "0). `s / 100, all outputs` = their time x the number of scalar outputs, which one ISM "
-        "run covers.",
-        "Weights are random (seeded initialisers + randomized BatchNorm statistics): ISM cost "
-        "does not depend on the weights.",
-        "FLOP bound = naive / fast multiply-adds per mutation from `fastism_dist.core.report."
-        "plan_report`; `% of bound` = measured speedup / bound.",
-        "`first call s` = building the executor plus the warm-up call (plan, tracing, first "
-        "run) on the N sequences.",
-        "`peak RSS MB` = the process's peak resident memory (each method in a fresh process "
-        "with --isolate, TensorFlow included); `Δ peak MB` = peak minus the RSS before the "
-        "method's first call.",
-        "`original` = PyPI fastism 0.5.1 under tf-keras (same TF version), its per-position "
-        "model call wrapped in tf.function; `original_shipped` = as shipped (eager). It batches "
-        "over sequences only: one model call per position and base for all N sequences.",
-    ]
     return common.write_results(args.name, rows, COLUMNS,
                                 {"machine": machine, "settings": settings}, out_dir=args.out,
-                                title="Table 1: ISM and attribution methods", notes=notes)
+                                title=TITLE, notes=NOTES)
 
 
 def _add_ratios(group, bound):

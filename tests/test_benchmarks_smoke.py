@@ -66,6 +66,27 @@ def test_table1_in_process(tmp_path):
     assert markdown.count("\n| basset |") == 4
 
 
+def test_recount_bounds_keeps_the_timings(tmp_path):
+    run_script("table1", "--tiny", "--models", "bpnet", "--lengths", "40", "--methods",
+               "naive,fast", "--n-seqs", "1", "--repeats", "1", "--no-isolate", "--out", tmp_path)
+    path = tmp_path / "table1.json"
+    data = json.loads(path.read_text())
+    fresh = [dict(row) for row in data["rows"]]
+    for row in data["rows"]:  # a file counted the way an older version counted
+        row.update(bound=99.0, frac_bound=0.01, naive_flops=1.0)
+    path.write_text(json.dumps(data))
+    run_script("recount_bounds", path)
+    recounted, markdown = read_results(tmp_path, "table1")
+    for old, new in zip(fresh, recounted["rows"]):
+        for key in ("s_per_100", "speedup", "bound", "frac_bound", "naive_flops", "fast_flops"):
+            assert new[key] == pytest.approx(old[key]), key
+    assert recounted["meta"]["timed"] == data["meta"]["written"]
+    assert "FLOP bounds recounted on" in markdown and "| 99.0 |" not in markdown
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.recount_bounds",
+                           str(tmp_path / "none.json")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0 and "no such result file" in proc.stderr
+
+
 def test_table1_isolated_and_fast_options(tmp_path):
     run_script("table1", "--tiny", "--models", "basset", "--lengths", "32", "--methods", "fast",
                "--n-seqs", "2", "--repeats", "1", "--fast-option", "xla=False",
