@@ -187,6 +187,17 @@ def test_batch_size_does_not_change_results():
     assert_close(a.mut, b.mut, tol=1e-6)
 
 
+def test_default_batch_size_leaves_room_for_attention_scores():
+    """Attention after the stop is recomputed in full: each mutation holds its (heads, L, L)
+    scores and their softmax, which the default batch keeps within the memory budget."""
+    from fastism_dist.core.fast import MEMORY_BUDGET_BYTES
+
+    ism = FastISM(toy_models.attention(length=1024), check=False)  # 2 heads on 512 positions
+    scores_bytes = 4 * 2 * (2 * 512 * 512)
+    assert ism.program.bytes_per_mutation() > scores_bytes
+    assert ism.batch_size * scores_bytes <= MEMORY_BUDGET_BYTES
+
+
 @pytest.fixture(scope="module")
 def pooled_dense_case():
     model = toy_models.pooled_dense()

@@ -428,6 +428,14 @@ class AttentionRule(Stop):
         attention = heads * lq * lk * (key_dim + value_dim)
         return int(projections + attention + lq * heads * value_dim * out_shapes[0][-1])
 
+    @staticmethod
+    def working_floats(layer, in_shapes, out_shapes):
+        """(heads, L_q, L_k) scores and softmax, projected query/key/value and heads' outputs."""
+        config, key = layer.get_config(), in_shapes[2] if len(in_shapes) > 2 else in_shapes[1]
+        depth = max(config["key_dim"], config.get("value_dim") or config["key_dim"])
+        lq, lk = in_shapes[0][0] or 1, key[0] or 1
+        return int(config["num_heads"] * (2 * lq * lk + 2 * (lq + lk) * depth))
+
 
 # --------------------------------------------------------------------------- more position-wise
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from fastism_dist.core.layer_rules import ConvRule, DenseRule, FlattenRule
 from fastism_dist.core.plan import FULL, MERGE, POSITION_WISE, REF, WIN
-from fastism_dist.core.rules import rule_class_for
+from fastism_dist.core.rules import rule_class_for, working_floats
 
 MIN_POSITIONS_PER_DENSE_GROUP = 4
 
@@ -268,18 +268,23 @@ class Program:
         """Float32 bytes one mutation occupies in the mutation pass if nothing were freed.
 
         Every tensor the pass computes counts once (its window, or all of it), every window
-        read once more (the gathered rows and the overlay; a padded read once), and each
-        incremental convolution its products, shifted parts and frame: an upper bound on what a
-        call holds, since the pass frees a tensor once its readers have run.
+        read once more (the gathered rows and the overlay; a padded read once), each
+        incremental convolution its products, shifted parts and frame, and each layer computed
+        in full what it holds inside (attention scores): an upper bound on what a call holds,
+        since the pass frees a tensor once its readers have run.
         """
         total, seen = 0, set()
         for node_plan in self.plan.nodes:
-            if node_plan.state == REF or node_plan.node.index in self.elided:
+            node = node_plan.node
+            if node_plan.state == REF or node.index in self.elided:
                 continue
-            for tid in node_plan.node.out_ids:
+            for tid in node.out_ids:
                 if tid not in seen:
                     seen.add(tid)
                     total += self._tensor_floats(tid)
+            if node_plan.state == FULL:
+                total += working_floats(node, [self.graph.shapes[t] for t in node.arg_ids],
+                                        [self.graph.shapes[t] for t in node.out_ids])
         for read in list(self.reads.values()) + list(self.pre_activation.values()):
             if isinstance(read, WindowRead) and read.rows is not None:
                 total += 2 * read.rows.shape[1] * self.graph.shapes[self._read_tensor(read)][-1]

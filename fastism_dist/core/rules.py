@@ -48,6 +48,12 @@ class Rule:
         """Multiply-adds of one call on one sequence (layers without matrix work: 0)."""
         return 0
 
+    @staticmethod
+    def working_floats(layer, in_shapes, out_shapes):
+        """Floats one call on one sequence holds inside the layer besides its outputs (the
+        scores of attention; 0 for most layers)."""
+        return 0
+
     def expected_length(self, in_length):
         """The output length the rule predicts (checked against the layer's real one)."""
         return in_length
@@ -247,3 +253,10 @@ def naive_macs(node, in_shapes, out_shapes):
     read the input rather than padding)."""
     rule_class = rule_class_for(node.op)
     return 0 if rule_class is None else int(rule_class.naive_macs(node.op, in_shapes, out_shapes))
+
+
+def working_floats(node, in_shapes, out_shapes):
+    """``Rule.working_floats`` of one call of ``node``, from its rule class (else 0)."""
+    rule_class = rule_class_for(node.op)
+    return 0 if rule_class is None else int(rule_class.working_floats(node.op, in_shapes,
+                                                                        out_shapes))
