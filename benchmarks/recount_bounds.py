@@ -42,7 +42,7 @@ def recount(path):
     for (model_name, seq_len), group in groups.items():
         kwargs = table1.TINY.get(model_name, {}) if settings.get("tiny") else {}
         model = table1.build_model(model_name, seq_len, kwargs, settings.get("seed", 0))
-        table1._add_ratios(group, common.flop_bound(model))
+        table1.add_ratios(group, common.flop_bound(model))
     timed = meta.get("timed", meta.get("written"))
     recounted = time.strftime("%Y-%m-%d")
     meta = dict(meta, timed=timed, bounds_recounted=recounted)

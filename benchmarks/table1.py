@@ -519,7 +519,7 @@ def main(argv=None):
             for row in group:
                 if "setup_s" in row and "warmup_s" in row:
                     row["first_call_s"] = row["setup_s"] + row["warmup_s"]
-            _add_ratios(group, bound)
+            add_ratios(group, bound)
             rows.extend(group)
             del keras_model
 
@@ -530,7 +530,7 @@ def main(argv=None):
                                 title=TITLE, notes=NOTES)
 
 
-def _add_ratios(group, bound):
+def add_ratios(group, bound):
     """Speedup vs naive, the FLOP bound and the fraction of it reached, in place."""
     naive = next((r for r in group if r["method"] == "naive" and "s_per_100" in r), None)
     for row in group:

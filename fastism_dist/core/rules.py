@@ -251,12 +251,16 @@ def naive_macs(node, in_shapes, out_shapes):
     """Multiply-adds of one call of ``node`` on one sequence, from its rule class (else 0),
     counting every output with every tap (``Window.inside_fraction`` is the share of them that
     read the input rather than padding)."""
-    rule_class = rule_class_for(node.op)
-    return 0 if rule_class is None else int(rule_class.naive_macs(node.op, in_shapes, out_shapes))
+    return _class_count("naive_macs", node, in_shapes, out_shapes)
 
 
 def working_floats(node, in_shapes, out_shapes):
     """``Rule.working_floats`` of one call of ``node``, from its rule class (else 0)."""
+    return _class_count("working_floats", node, in_shapes, out_shapes)
+
+
+def _class_count(method, node, in_shapes, out_shapes):
+    """The int a rule class's static ``method`` counts for one call of ``node`` (else 0)."""
     rule_class = rule_class_for(node.op)
-    return 0 if rule_class is None else int(rule_class.working_floats(node.op, in_shapes,
-                                                                        out_shapes))
+    return 0 if rule_class is None else int(getattr(rule_class, method)(node.op, in_shapes,
+                                                                          out_shapes))
