@@ -92,7 +92,8 @@ def add_score_parser(subparsers):
                      help="sequences per Zarr chunk inside each task's file (a shard; default: "
                           "one chunk per task)")
     run.add_argument("--batch-size", type=_positive_int, metavar="MUTATIONS",
-                     help="mutations per model call (default: 256)")
+                     help="mutations per model call (default: what fits 1 GB, at most 256 "
+                          "for naive and 512 for fast)")
     run.add_argument("--start", type=int, default=0, metavar="A",
                      help="first mutated position, 0-based (default: 0)")
     run.add_argument("--end", type=int, metavar="B",

@@ -190,12 +190,40 @@ def test_batch_size_does_not_change_results():
 def test_default_batch_size_leaves_room_for_attention_scores():
     """Attention after the stop is recomputed in full: each mutation holds its (heads, L, L)
     scores and their softmax, which the default batch keeps within the memory budget."""
-    from fastism_dist.core.fast import MEMORY_BUDGET_BYTES
+    from fastism_dist.core.executor import MEMORY_BUDGET_BYTES
 
     ism = FastISM(toy_models.attention(length=1024), check=False)  # 2 heads on 512 positions
     scores_bytes = 4 * 2 * (2 * 512 * 512)
     assert ism.program.bytes_per_mutation() > scores_bytes
     assert ism.batch_size * scores_bytes <= MEMORY_BUDGET_BYTES
+
+
+def test_naive_default_batch_size_leaves_room_for_attention_scores():
+    """Naive ISM keeps 256 mutants per call for convolutional models, fewer where one mutant's
+    attention scores would take the call past the memory budget."""
+    from fastism_dist.core.executor import MEMORY_BUDGET_BYTES
+
+    assert NaiveISM(toy_models.merges()).batch_size == 256
+    naive = NaiveISM(toy_models.attention(length=4096))  # 2 heads on 2048 positions
+    scores_bytes = 4 * 2 * (2 * 2048 * 2048)
+    assert 1 <= naive.batch_size < 256
+    assert naive.batch_size * scores_bytes <= MEMORY_BUDGET_BYTES
+
+
+def test_peak_floats_counts_the_tensors_alive_at_once():
+    """in (100, 4) -> conv (100, 8) -> relu (100, 8) -> conv (100, 2), and the same with the
+    input kept alive by a skip to the end."""
+    import keras
+
+    from fastism_dist.core.graph import read_graph
+    from fastism_dist.core.naive import peak_floats
+
+    inp = keras.Input((100, 4))
+    h = keras.layers.Activation("relu")(keras.layers.Conv1D(8, 3, padding="same")(inp))
+    out = keras.layers.Conv1D(2, 1)(h)
+    assert peak_floats(read_graph(keras.Model(inp, out))) == 800 + 800  # conv read by relu
+    skip = keras.layers.Concatenate()([out, inp])
+    assert peak_floats(read_graph(keras.Model(inp, skip))) == 400 + 800 + 800
 
 
 @pytest.fixture(scope="module")

@@ -86,8 +86,7 @@ def self_check(executor, n_sequences=2, n_random=8, seed=0):
         n_sequences)
     positions = check_positions(spec.n_positions, stride_period(executor.plan), n_random, rng)
     naive = NaiveISM(executor.model, start=spec.start, end=spec.end,
-                     substitutions=spec.substitutions, seq_input=seq.index,
-                     batch_size=executor.batch_size)
+                     substitutions=spec.substitutions, seq_input=seq.index)
     got = executor._run(x, others, positions)
     want = naive._run(x, others, positions)
     tolerance = TOLERANCES[executor.compute_dtype]

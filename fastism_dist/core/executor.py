@@ -16,6 +16,9 @@ from fastism_dist.core.mutations import (changed_mutations, make_mutation_spec,
 from fastism_dist.errors import MutationSpecError
 
 DEFAULT_BATCH_SIZE = 256
+#: What one model call's tensors may hold, by the executors' own count, when they choose
+#: their default batch size.
+MEMORY_BUDGET_BYTES = 1 << 30
 
 
 class ISMResult(NamedTuple):
@@ -103,7 +106,8 @@ class ISMExecutor:
         ``FastISM`` compares itself with naive ISM on random inputs when built; naive ISM is the
         reference and ignores it. Default is True.
     batch_size : int, optional
-        Mutations per model call. Default is 256.
+        Mutations per model call. Default: what fits ``MEMORY_BUDGET_BYTES`` by the executor's
+        own count of what one mutation holds, at most 256 for naive ISM and 512 for FastISM.
     safe_mode : bool
         Keras safe mode when loading a model file. Default is True.
     skip_identity : bool

@@ -15,14 +15,13 @@ import numpy as np
 
 from fastism_dist.core.check import self_check
 from fastism_dist.core.emit import Emitter
-from fastism_dist.core.executor import ISMExecutor
+from fastism_dist.core.executor import MEMORY_BUDGET_BYTES, ISMExecutor
 from fastism_dist.core.graph import read_graph
 from fastism_dist.core.mutations import validate_other_inputs, validate_sequences
 from fastism_dist.core.plan import make_plan
 from fastism_dist.core.program import Program
 from fastism_dist.errors import MutationSpecError
 
-MEMORY_BUDGET_BYTES = 1 << 30
 AUTO_XLA_MIN_BATCHES = 24
 XLA_TIMING_REPEATS = 5
 MAX_BATCH_SIZE = 512

@@ -76,7 +76,7 @@ class Graph:
         Returns a dict tensor id -> value for the ids in ``keep`` (default: the outputs).
         """
         keep = set(self.output_ids if keep is None else keep)
-        last_use = self._last_use()
+        last_use = self.last_use()
         values = dict(zip(self.input_ids, inputs))
         for node in self.nodes:
             for tid, value in zip(node.out_ids, self.call(node, values)):
@@ -86,7 +86,8 @@ class Graph:
                     values.pop(tid, None)
         return {tid: values[tid] for tid in keep}
 
-    def _last_use(self):
+    def last_use(self):
+        """Map tensor id -> index of the last node that reads it."""
         last = {}
         for node in self.nodes:
             for tid in node.arg_ids:

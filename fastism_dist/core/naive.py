@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastism_dist.core.executor import ISMExecutor
+from fastism_dist.core.executor import DEFAULT_BATCH_SIZE, MEMORY_BUDGET_BYTES, ISMExecutor
+from fastism_dist.core.graph import read_graph
+from fastism_dist.core.rules import working_floats
+from fastism_dist.errors import ModelError
 
 
 class NaiveISM(ISMExecutor):
@@ -26,6 +29,16 @@ class NaiveISM(ISMExecutor):
             return model(inputs, training=False)
 
         self._predict = predict
+
+    def _default_batch_size(self):
+        """256 mutants per call, fewer where the forward pass of one mutant holds more than
+        1/256 of the memory budget at its peak (attention scores of long inputs)."""
+        try:
+            per_mutant = 4 * peak_floats(read_graph(self.model))
+        except ModelError:
+            return DEFAULT_BATCH_SIZE
+        size = min(MEMORY_BUDGET_BYTES // max(per_mutant, 1), DEFAULT_BATCH_SIZE)
+        return int(size // 16 * 16 if size >= 16 else max(size, 1))
 
     def _call_model(self, seqs, others_rows):
         """Model outputs as a list of arrays for seqs (N, L, C) and the matching other inputs."""
@@ -51,3 +64,30 @@ class NaiveISM(ISMExecutor):
         offsets = starts[:, None] + np.arange(width)[None, :]  # (M, w)
         mutants[np.arange(len(b))[:, None], offsets] = self.spec.substitutions[s]
         return self._call_model(mutants, [None if o is None else o[b] for o in self._others])
+
+
+def peak_floats(graph):
+    """The most float32 values a forward pass on one sequence holds at once.
+
+    Walks the nodes in order: at each, the tensors alive (made, and read again later or a
+    model output), the node's outputs and what the layer holds inside (``Rule.working_floats``).
+    """
+    last_use, keep = graph.last_use(), set(graph.output_ids)
+    live = {tid: _floats(graph.shapes[tid]) for tid in graph.input_ids}
+    peak = sum(live.values())
+    for node in graph.nodes:
+        in_shapes = [graph.shapes[t] for t in node.arg_ids]
+        out_shapes = [graph.shapes[t] for t in node.out_ids]
+        made = {tid: _floats(shape) for tid, shape in zip(node.out_ids, out_shapes)}
+        held = sum(live.values()) + sum(made.values())
+        peak = max(peak, held + working_floats(node, in_shapes, out_shapes))
+        live.update(made)
+        for tid in set(node.arg_ids):
+            if last_use[tid] == node.index and tid not in keep:
+                live.pop(tid, None)
+    return peak
+
+
+def _floats(shape):
+    """Values of one sequence's tensor of ``shape`` (no batch axis; unknown sizes count 1)."""
+    return int(np.prod([d or 1 for d in shape])) if shape else 1
