@@ -21,6 +21,13 @@ DEFAULT_BATCH_SIZE = 256
 MEMORY_BUDGET_BYTES = 1 << 30
 
 
+def budget_batch_size(bytes_per_mutation, largest, smallest=1):
+    """Mutations per call that keep ``bytes_per_mutation`` each within ``MEMORY_BUDGET_BYTES``:
+    a multiple of 16 from 16 up, between ``smallest`` and ``largest``."""
+    size = MEMORY_BUDGET_BYTES // max(int(bytes_per_mutation), 1)
+    return int(np.clip(size // 16 * 16 if size >= 16 else size, smallest, largest))
+
+
 class ISMResult(NamedTuple):
     """Outputs of an ISM run.
 

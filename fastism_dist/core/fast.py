@@ -15,7 +15,7 @@ import numpy as np
 
 from fastism_dist.core.check import self_check
 from fastism_dist.core.emit import Emitter
-from fastism_dist.core.executor import MEMORY_BUDGET_BYTES, ISMExecutor
+from fastism_dist.core.executor import ISMExecutor, budget_batch_size
 from fastism_dist.core.graph import read_graph
 from fastism_dist.core.mutations import validate_other_inputs, validate_sequences
 from fastism_dist.core.plan import make_plan
@@ -80,9 +80,8 @@ class FastISM(ISMExecutor):
         self._batches_seen = 0
 
     def _default_batch_size(self):
-        per_mutation = max(self.program.bytes_per_mutation(), 1)
-        size = MEMORY_BUDGET_BYTES // per_mutation  # an upper bound of what a call holds
-        return int(np.clip(size // 16 * 16, 16, MAX_BATCH_SIZE))
+        # bytes_per_mutation is an upper bound of what a call holds
+        return budget_batch_size(self.program.bytes_per_mutation(), MAX_BATCH_SIZE, smallest=16)
 
     def _batches(self, triples, position_indices):
         """Full calls of mutations sorted by their incremental-dense window group, if any.

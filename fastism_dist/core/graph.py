@@ -152,6 +152,14 @@ class _Reader:
                                          arg_ids, out_ids, prefix + knode.operation.name))
 
 
+def shape_floats(shape):
+    """Values of one sequence's tensor of ``shape`` (no batch axis; unknown sizes count 1)."""
+    size = 1
+    for dim in shape:
+        size *= dim or 1
+    return int(size)
+
+
 def read_graph(model):
     """Read a built Keras 3 Functional or Sequential model into a ``Graph``."""
     functional = _inner_functional(model)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastism_dist.core.executor import DEFAULT_BATCH_SIZE, MEMORY_BUDGET_BYTES, ISMExecutor
-from fastism_dist.core.graph import read_graph
+from fastism_dist.core.executor import DEFAULT_BATCH_SIZE, ISMExecutor, budget_batch_size
+from fastism_dist.core.graph import read_graph, shape_floats
 from fastism_dist.core.rules import working_floats
 from fastism_dist.errors import ModelError
 
@@ -34,11 +34,9 @@ class NaiveISM(ISMExecutor):
         """256 mutants per call, fewer where the forward pass of one mutant holds more than
         1/256 of the memory budget at its peak (attention scores of long inputs)."""
         try:
-            per_mutant = 4 * peak_floats(read_graph(self.model))
+            return budget_batch_size(4 * peak_floats(read_graph(self.model)), DEFAULT_BATCH_SIZE)
         except ModelError:
             return DEFAULT_BATCH_SIZE
-        size = min(MEMORY_BUDGET_BYTES // max(per_mutant, 1), DEFAULT_BATCH_SIZE)
-        return int(size // 16 * 16 if size >= 16 else max(size, 1))
 
     def _call_model(self, seqs, others_rows):
         """Model outputs as a list of arrays for seqs (N, L, C) and the matching other inputs."""
@@ -73,12 +71,12 @@ def peak_floats(graph):
     model output), the node's outputs and what the layer holds inside (``Rule.working_floats``).
     """
     last_use, keep = graph.last_use(), set(graph.output_ids)
-    live = {tid: _floats(graph.shapes[tid]) for tid in graph.input_ids}
+    live = {tid: shape_floats(graph.shapes[tid]) for tid in graph.input_ids}
     peak = sum(live.values())
     for node in graph.nodes:
         in_shapes = [graph.shapes[t] for t in node.arg_ids]
         out_shapes = [graph.shapes[t] for t in node.out_ids]
-        made = {tid: _floats(shape) for tid, shape in zip(node.out_ids, out_shapes)}
+        made = {tid: shape_floats(shape) for tid, shape in zip(node.out_ids, out_shapes)}
         held = sum(live.values()) + sum(made.values())
         peak = max(peak, held + working_floats(node, in_shapes, out_shapes))
         live.update(made)
@@ -86,8 +84,3 @@ def peak_floats(graph):
             if last_use[tid] == node.index and tid not in keep:
                 live.pop(tid, None)
     return peak
-
-
-def _floats(shape):
-    """Values of one sequence's tensor of ``shape`` (no batch axis; unknown sizes count 1)."""
-    return int(np.prod([d or 1 for d in shape])) if shape else 1

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastism_dist.core.graph import shape_floats
 from fastism_dist.core.layer_rules import ConvRule, DenseRule, FlattenRule
 from fastism_dist.core.plan import FULL, MERGE, POSITION_WISE, REF, WIN
 from fastism_dist.core.rules import rule_class_for, working_floats
@@ -307,10 +308,9 @@ class Program:
 
     def _tensor_floats(self, tid):
         tensor, shape = self.plan.tensors[tid], self.graph.shapes[tid]
-        per_position = int(np.prod([d or 1 for d in shape[1:]])) if shape else 1
         if tensor.state == WIN:
-            return tensor.width * per_position
-        return per_position * (shape[0] or 1 if shape else 1)
+            return tensor.width * shape_floats(shape[1:])
+        return shape_floats(shape)
 
     def _read_tensor(self, read):
         tensor = read.key.tensor
